@@ -1,0 +1,205 @@
+"""Building blocks shared by the plugin's networks.
+
+Each piece lives here once so the per-paper ``*_arch.py`` files only hold what is specific to their paper:
+
+- :class:`ChannelAttention` (RCAN / SE style squeeze-excitation), used by LAAT's FIM, W-Net's LPF and RCAB.
+- :class:`SpatialAttention` (CBAM style: channel mean and max -> conv -> sigmoid), used by W-Net.
+- :func:`haar_wt` / :func:`haar_iwt` and the module wrappers :class:`HaarWT` / :class:`HaarIWT`: the fixed-kernel Haar
+  wavelet transform and its exact inverse (LAAT eq. 13-16).
+- :class:`LayerNorm2d`: layer normalization over the channel dimension of an NCHW map.
+- :class:`ConvSelfAttention`: channel-wise ("transposed") multi-head self-attention whose q, k, v come from a 1x1 conv
+  followed by a 3x3 depth-wise conv (AMINet eq. 2-6, W-Net's SCAB eq. 20-23). Its attention map is C x C per head, so the
+  cost grows linearly with the image area.
+- :class:`RCAB`: residual channel attention block (conv-ReLU-conv-CA + identity).
+- :func:`upsample_to`: the bicubic up-sampling that networks defined on a bicubic-upsampled input do internally.
+- :func:`check_divisible`: the shared input-size check that gives a clear error instead of a shape mismatch deep inside.
+
+The pixel-shuffle up-sampler and the plain residual block come from BasicSR (``basicsr.archs.arch_util.Upsample`` and
+``ResidualBlockNoBN``) and are re-exported here so that every network imports its shared pieces from one place.
+"""
+import torch
+from basicsr.archs.arch_util import ResidualBlockNoBN, Upsample
+from torch import nn
+from torch.nn import functional as F
+
+__all__ = [
+    'ChannelAttention', 'SpatialAttention', 'HaarWT', 'HaarIWT', 'haar_wt', 'haar_iwt', 'LayerNorm2d', 'ConvSelfAttention',
+    'RCAB', 'Upsample', 'ResidualBlockNoBN', 'upsample_to', 'check_divisible'
+]
+
+
+class ChannelAttention(nn.Module):
+    """Squeeze-and-excitation channel attention (RCAN): ``x * sigmoid(W2 relu(W1 avgpool(x))))``.
+
+    Args:
+        num_feat (int): Channels of the input.
+        reduction (int): Channel reduction of the bottleneck. Default: 16 (RCAN's value).
+    """
+
+    def __init__(self, num_feat, reduction=16):
+        super().__init__()
+        hidden = max(1, num_feat // reduction)
+        self.attention = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Conv2d(num_feat, hidden, 1), nn.ReLU(inplace=True), nn.Conv2d(hidden, num_feat, 1),
+            nn.Sigmoid())
+
+    def forward(self, x):
+        return x * self.attention(x)
+
+
+class SpatialAttention(nn.Module):
+    """CBAM spatial attention: ``x * sigmoid(conv_k([mean_c(x), max_c(x)]))``.
+
+    Args:
+        kernel_size (int): Kernel of the conv over the 2-channel descriptor. Default: 7 (CBAM's value).
+        return_map (bool): Return the attention map (N, 1, H, W) instead of the re-weighted input. Default: False.
+    """
+
+    def __init__(self, kernel_size=7, return_map=False):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2)
+        self.return_map = return_map
+
+    def forward(self, x):
+        desc = torch.cat([x.mean(dim=1, keepdim=True), x.amax(dim=1, keepdim=True)], dim=1)
+        attn = torch.sigmoid(self.conv(desc))
+        return attn if self.return_map else x * attn
+
+
+def haar_wt(x):
+    """Haar wavelet transform with fixed 2x2 kernels, stride 2 (LAAT eq. 13-15).
+
+    With the 2x2 block ``[[a, b], [c, d]]`` of every position:
+    ``LL = (a + b + c + d) / 2``, ``LH = (-a - b + c + d) / 2`` (vertical detail), ``HL = (-a + b - c + d) / 2``
+    (horizontal detail), ``HH = (a - b - c + d) / 2``. The transform is orthonormal, so :func:`haar_iwt` inverts it exactly.
+
+    Args:
+        x (Tensor): (N, C, H, W) with even H and W.
+
+    Returns:
+        tuple[Tensor]: LL, LH, HL, HH, each (N, C, H/2, W/2).
+    """
+    if x.shape[-2] % 2 or x.shape[-1] % 2:
+        raise ValueError(f'haar_wt needs an even height and width, got {tuple(x.shape[-2:])}.')
+    a = x[..., 0::2, 0::2]
+    b = x[..., 0::2, 1::2]
+    c = x[..., 1::2, 0::2]
+    d = x[..., 1::2, 1::2]
+    ll = (a + b + c + d) * 0.5
+    lh = (-a - b + c + d) * 0.5
+    hl = (-a + b - c + d) * 0.5
+    hh = (a - b - c + d) * 0.5
+    return ll, lh, hl, hh
+
+
+def haar_iwt(ll, lh, hl, hh):
+    """Inverse of :func:`haar_wt` (LAAT eq. 16): rebuilds the (N, C, 2H, 2W) map from its four sub-bands."""
+    a = (ll - lh - hl + hh) * 0.5
+    b = (ll - lh + hl - hh) * 0.5
+    c = (ll + lh - hl - hh) * 0.5
+    d = (ll + lh + hl + hh) * 0.5
+    n, ch, h, w = ll.shape
+    out = ll.new_empty(n, ch, h * 2, w * 2)
+    out[..., 0::2, 0::2] = a
+    out[..., 0::2, 1::2] = b
+    out[..., 1::2, 0::2] = c
+    out[..., 1::2, 1::2] = d
+    return out
+
+
+class HaarWT(nn.Module):
+    """Module form of :func:`haar_wt` (no parameters)."""
+
+    def forward(self, x):
+        return haar_wt(x)
+
+
+class HaarIWT(nn.Module):
+    """Module form of :func:`haar_iwt` (no parameters)."""
+
+    def forward(self, ll, lh, hl, hh):
+        return haar_iwt(ll, lh, hl, hh)
+
+
+class LayerNorm2d(nn.Module):
+    """Layer normalization over the channels of an (N, C, H, W) map, with a per-channel affine transform."""
+
+    def __init__(self, num_feat, eps=1e-6):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(num_feat))
+        self.bias = nn.Parameter(torch.zeros(num_feat))
+        self.eps = eps
+
+    def forward(self, x):
+        x = F.layer_norm(x.permute(0, 2, 3, 1), x.shape[1:2], self.weight, self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)
+
+
+class ConvSelfAttention(nn.Module):
+    """Channel-wise multi-head self-attention with convolutional q, k, v (AMINet eq. 2-6, W-Net eq. 20-23).
+
+    ``q, k, v = DWConv3x3(Conv1x1(x))`` split into ``num_heads`` groups of channels; q and k are L2-normalized over the
+    spatial positions, ``A = softmax(q k^T * t)`` is a (C/h x C/h) map per head with a learnable temperature ``t``;
+    ``out = Conv1x1(A v)``. The cost is linear in H*W (the map is over channels, not positions).
+
+    Args:
+        num_feat (int): Channels (must be divisible by ``num_heads``).
+        num_heads (int): Number of heads.
+        bias (bool): Bias in the convs. Default: False (as in Restormer, where this attention comes from).
+    """
+
+    def __init__(self, num_feat, num_heads, bias=False):
+        super().__init__()
+        if num_feat % num_heads:
+            raise ValueError(f'ConvSelfAttention: num_feat ({num_feat}) must be divisible by num_heads ({num_heads}).')
+        self.num_heads = num_heads
+        self.temperature = nn.Parameter(torch.ones(num_heads, 1, 1))
+        self.qkv = nn.Conv2d(num_feat, num_feat * 3, 1, bias=bias)
+        self.qkv_dwconv = nn.Conv2d(num_feat * 3, num_feat * 3, 3, padding=1, groups=num_feat * 3, bias=bias)
+        self.project_out = nn.Conv2d(num_feat, num_feat, 1, bias=bias)
+
+    def forward(self, x):
+        n, c, h, w = x.shape
+        q, k, v = self.qkv_dwconv(self.qkv(x)).chunk(3, dim=1)
+        q = F.normalize(q.reshape(n, self.num_heads, c // self.num_heads, h * w), dim=-1)
+        k = F.normalize(k.reshape(n, self.num_heads, c // self.num_heads, h * w), dim=-1)
+        v = v.reshape(n, self.num_heads, c // self.num_heads, h * w)
+        attn = (q @ k.transpose(-2, -1)) * self.temperature
+        out = attn.softmax(dim=-1) @ v
+        return self.project_out(out.reshape(n, c, h, w))
+
+
+class RCAB(nn.Module):
+    """Residual channel attention block (RCAN): ``x + res_scale * CA(conv(relu(conv(x))))``."""
+
+    def __init__(self, num_feat, reduction=16, res_scale=1.0):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(num_feat, num_feat, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(num_feat, num_feat, 3, padding=1),
+            ChannelAttention(num_feat, reduction))
+        self.res_scale = res_scale
+
+    def forward(self, x):
+        return x + self.body(x) * self.res_scale
+
+
+def upsample_to(x, size=None, scale=None):
+    """Bicubic up-sampling (align_corners=False) used by networks defined on a bicubic-upsampled LR input."""
+    return F.interpolate(x, size=size, scale_factor=None if size is not None else scale, mode='bicubic',
+                         align_corners=False)
+
+
+def check_divisible(x, multiple, network, hint=''):
+    """Raise a clear ValueError when the spatial size of ``x`` is not a multiple of ``multiple``.
+
+    Args:
+        x (Tensor): (N, C, H, W) input.
+        multiple (int | tuple[int]): Required divisor of (H, W).
+        network (str): Name used in the message.
+        hint (str): Extra sentence saying which sizes work.
+    """
+    mh, mw = (multiple, multiple) if isinstance(multiple, int) else multiple
+    h, w = x.shape[-2:]
+    if h % mh or w % mw:
+        raise ValueError(f'{network}: input size {h}x{w} is not supported: height must be a multiple of {mh} and width a '
+                         f'multiple of {mw}. {hint}'.strip())

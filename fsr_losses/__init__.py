@@ -1,0 +1,8 @@
+"""The plugin's losses (LOSS_REGISTRY): every ``*_loss.py`` module of this folder is imported and registers its classes."""
+from fsr_utils import compat
+
+compat.install_torchvision_shim()
+
+from fsr_utils.plugin import import_modules  # noqa: E402
+
+_modules = import_modules(__name__, __file__, '_loss')

@@ -1,0 +1,8 @@
+"""The plugin's metrics (METRIC_REGISTRY): every ``*_metric.py`` module of this folder is imported and registers its classes."""
+from fsr_utils import compat
+
+compat.install_torchvision_shim()
+
+from fsr_utils.plugin import import_modules  # noqa: E402
+
+_modules = import_modules(__name__, __file__, '_metric')
