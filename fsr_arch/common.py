@@ -69,9 +69,11 @@ class SpatialAttention(nn.Module):
 def haar_wt(x):
     """Haar wavelet transform with fixed 2x2 kernels, stride 2 (LAAT eq. 13-15).
 
-    With the 2x2 block ``[[a, b], [c, d]]`` of every position:
-    ``LL = (a + b + c + d) / 2``, ``LH = (-a - b + c + d) / 2`` (vertical detail), ``HL = (-a + b - c + d) / 2``
-    (horizontal detail), ``HH = (a - b - c + d) / 2``. The transform is orthonormal, so :func:`haar_iwt` inverts it exactly.
+    The kernels are LAAT's eq. 14 (the outer products of eq. 13's ``L = [1, 1]^T / sqrt(2)``, ``H = [-1, 1]^T / sqrt(2)``)
+    applied as a stride-2 cross-correlation. With the 2x2 block ``[[a, b], [c, d]]`` of every position:
+    ``LL = (a + b + c + d) / 2``, ``LH = (-a + b - c + d) / 2`` (kernel ``[[-1, 1], [-1, 1]] / 2``: low-pass down the
+    rows, high-pass along them), ``HL = (-a - b + c + d) / 2`` (kernel ``[[-1, -1], [1, 1]] / 2``),
+    ``HH = (a - b - c + d) / 2``. The transform is orthonormal, so :func:`haar_iwt` inverts it exactly.
 
     Args:
         x (Tensor): (N, C, H, W) with even H and W.
@@ -86,17 +88,17 @@ def haar_wt(x):
     c = x[..., 1::2, 0::2]
     d = x[..., 1::2, 1::2]
     ll = (a + b + c + d) * 0.5
-    lh = (-a - b + c + d) * 0.5
-    hl = (-a + b - c + d) * 0.5
+    lh = (-a + b - c + d) * 0.5
+    hl = (-a - b + c + d) * 0.5
     hh = (a - b - c + d) * 0.5
     return ll, lh, hl, hh
 
 
 def haar_iwt(ll, lh, hl, hh):
-    """Inverse of :func:`haar_wt` (LAAT eq. 16): rebuilds the (N, C, 2H, 2W) map from its four sub-bands."""
+    """Inverse of :func:`haar_wt` (LAAT eq. 16, transposed convs with the eq. 14 kernels): the (N, C, 2H, 2W) map."""
     a = (ll - lh - hl + hh) * 0.5
-    b = (ll - lh + hl - hh) * 0.5
-    c = (ll + lh - hl - hh) * 0.5
+    b = (ll + lh - hl - hh) * 0.5
+    c = (ll - lh + hl - hh) * 0.5
     d = (ll + lh + hl + hh) * 0.5
     n, ch, h, w = ll.shape
     out = ll.new_empty(n, ch, h * 2, w * 2)
