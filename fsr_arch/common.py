@@ -69,7 +69,7 @@ class SpatialAttention(nn.Module):
 def haar_wt(x):
     """Haar wavelet transform with fixed 2x2 kernels, stride 2 (LAAT eq. 13-15).
 
-    The kernels are LAAT's eq. 14 (the outer products of eq. 13's ``L = [1, 1]^T / sqrt(2)``, ``H = [-1, 1]^T / sqrt(2)``)
+    The kernels are LAAT's eq. 14 (outer products of eq. 13's ``L = [1, 1]^T / sqrt(2)``, ``H = [-1, 1]^T / sqrt(2)``)
     applied as a stride-2 cross-correlation. With the 2x2 block ``[[a, b], [c, d]]`` of every position:
     ``LL = (a + b + c + d) / 2``, ``LH = (-a + b - c + d) / 2`` (kernel ``[[-1, 1], [-1, 1]] / 2``: low-pass down the
     rows, high-pass along them), ``HL = (-a - b + c + d) / 2`` (kernel ``[[-1, -1], [1, 1]] / 2``),
