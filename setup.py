@@ -2,12 +2,13 @@
 """Face super-resolution plugin for BasicSR: LAAT, AMINet/AMIGAN, TANet and W-Net.
 
 Install torch/torchvision first, then ``basicsr==1.4.2`` with ``--no-build-isolation`` (see README), then this package.
-Besides the packages, the wheel carries ``fsr_basicsr_hook.pth``: a one-line import hook that loads the plugin when - and
-only when - a process imports basicsr, so BasicSR's own ``train.py``/``test.py`` find the plugin's registered classes.
+Besides the packages, the wheel carries ``fsr_basicsr_hook.pth``: a one-line import hook that loads the plugin when,
+and only when, a process imports basicsr, so BasicSR's own ``train.py``/``test.py`` find the plugin's classes.
 """
-import os
 from setuptools import find_packages, setup
 from setuptools.command.build_py import build_py
+
+import os
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 HOOK_PTH = 'fsr_basicsr_hook.pth'

@@ -8,8 +8,8 @@ Each piece lives here once so the per-paper ``*_arch.py`` files only hold what i
   wavelet transform and its exact inverse (LAAT eq. 13-16).
 - :class:`LayerNorm2d`: layer normalization over the channel dimension of an NCHW map.
 - :class:`ConvSelfAttention`: channel-wise ("transposed") multi-head self-attention whose q, k, v come from a 1x1 conv
-  followed by a 3x3 depth-wise conv (AMINet eq. 2-6, W-Net's SCAB eq. 20-23). Its attention map is C x C per head, so the
-  cost grows linearly with the image area.
+  followed by a 3x3 depth-wise conv (AMINet eq. 2-6, W-Net's SCAB eq. 20-23). Its attention map is C x C per
+  head, so the cost grows linearly with the image area.
 - :class:`RCAB`: residual channel attention block (conv-ReLU-conv-CA + identity).
 - :func:`upsample_to`: the bicubic up-sampling that networks defined on a bicubic-upsampled input do internally.
 - :func:`check_divisible`: the shared input-size check that gives a clear error instead of a shape mismatch deep inside.
@@ -23,8 +23,8 @@ from torch import nn
 from torch.nn import functional as F
 
 __all__ = [
-    'ChannelAttention', 'SpatialAttention', 'HaarWT', 'HaarIWT', 'haar_wt', 'haar_iwt', 'LayerNorm2d', 'ConvSelfAttention',
-    'RCAB', 'Upsample', 'ResidualBlockNoBN', 'upsample_to', 'check_divisible'
+    'ChannelAttention', 'SpatialAttention', 'HaarWT', 'HaarIWT', 'haar_wt', 'haar_iwt', 'LayerNorm2d',
+    'ConvSelfAttention', 'RCAB', 'Upsample', 'ResidualBlockNoBN', 'upsample_to', 'check_divisible'
 ]
 
 
@@ -40,8 +40,8 @@ class ChannelAttention(nn.Module):
         super().__init__()
         hidden = max(1, num_feat // reduction)
         self.attention = nn.Sequential(
-            nn.AdaptiveAvgPool2d(1), nn.Conv2d(num_feat, hidden, 1), nn.ReLU(inplace=True), nn.Conv2d(hidden, num_feat, 1),
-            nn.Sigmoid())
+            nn.AdaptiveAvgPool2d(1), nn.Conv2d(num_feat, hidden, 1), nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, num_feat, 1), nn.Sigmoid())
 
     def forward(self, x):
         return x * self.attention(x)
@@ -177,8 +177,8 @@ class RCAB(nn.Module):
     def __init__(self, num_feat, reduction=16, res_scale=1.0):
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(num_feat, num_feat, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(num_feat, num_feat, 3, padding=1),
-            ChannelAttention(num_feat, reduction))
+            nn.Conv2d(num_feat, num_feat, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(num_feat, num_feat, 3, padding=1), ChannelAttention(num_feat, reduction))
         self.res_scale = res_scale
 
     def forward(self, x):
@@ -187,8 +187,8 @@ class RCAB(nn.Module):
 
 def upsample_to(x, size=None, scale=None):
     """Bicubic up-sampling (align_corners=False) used by networks defined on a bicubic-upsampled LR input."""
-    return F.interpolate(x, size=size, scale_factor=None if size is not None else scale, mode='bicubic',
-                         align_corners=False)
+    return F.interpolate(
+        x, size=size, scale_factor=None if size is not None else scale, mode='bicubic', align_corners=False)
 
 
 def check_divisible(x, multiple, network, hint=''):
@@ -203,5 +203,6 @@ def check_divisible(x, multiple, network, hint=''):
     mh, mw = (multiple, multiple) if isinstance(multiple, int) else multiple
     h, w = x.shape[-2:]
     if h % mh or w % mw:
-        raise ValueError(f'{network}: input size {h}x{w} is not supported: height must be a multiple of {mh} and width a '
-                         f'multiple of {mw}. {hint}'.strip())
+        raise ValueError(
+            f'{network}: input size {h}x{w} is not supported: height must be a multiple of {mh} and width a '
+            f'multiple of {mw}. {hint}'.strip())

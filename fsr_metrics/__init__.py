@@ -1,4 +1,4 @@
-"""The plugin's metrics (METRIC_REGISTRY): every ``*_metric.py`` module of this folder is imported and registers its classes."""
+"""The plugin's metrics (METRIC_REGISTRY): every ``*_metric.py`` module here registers itself."""
 from fsr_utils import compat
 
 compat.install_torchvision_shim()

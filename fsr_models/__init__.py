@@ -1,4 +1,4 @@
-"""The plugin's models (MODEL_REGISTRY): every ``*_model.py`` module of this folder is imported and registers its classes."""
+"""The plugin's models (MODEL_REGISTRY): every ``*_model.py`` module here registers itself."""
 from fsr_utils import compat
 
 compat.install_torchvision_shim()

@@ -1,1 +1,1 @@
-"""Utilities of the face super-resolution plugin for BasicSR: compatibility fixes, plugin loading, command-line tools."""
+"""Utilities of the FSR plugin for BasicSR: compatibility fixes, plugin loading, command-line tools."""

@@ -1,6 +1,7 @@
 """Console scripts ``fsr-train`` and ``fsr-test``: BasicSR's own train/test pipelines with the plugin loaded.
 
-They take BasicSR's flags (``-opt``, ``--launcher``, ``--auto_resume``, ``--debug``, ``--force_yml``, ``--local_rank``) and
+They take BasicSR's flags (``-opt``, ``--launcher``, ``--auto_resume``, ``--debug``, ``--force_yml``,
+``--local_rank``) and
 write ``experiments/``, ``results/`` and ``tb_logger/`` under the current directory, never under site-packages.
 """
 import os

@@ -1,23 +1,24 @@
 """Every fix that BasicSR 1.4.2 needs on current torch/torchvision and on CPU-only machines, in one place.
 
-:func:`install_torchvision_shim` must run before ``basicsr`` is imported; :func:`patch_basicsr` after. Both are idempotent
-and are applied by :mod:`fsr_basicsr_hook` (the import hook that BasicSR's own entry points go through) and by
-:func:`fsr_utils.plugin.load`.
+:func:`install_torchvision_shim` must run before ``basicsr`` is imported; :func:`patch_basicsr` after. Both are
+idempotent and are applied by :mod:`fsr_basicsr_hook` (the import hook that BasicSR's own entry points go through) and
+by :func:`fsr_utils.plugin.load`.
 
 Fixes:
 
-1. ``torchvision.transforms.functional_tensor`` was removed in torchvision 0.17; ``basicsr/data/degradations.py`` imports
-   ``rgb_to_grayscale`` from it. A module of that name re-exporting the function from ``torchvision.transforms.functional``
-   is put into ``sys.modules``.
-2. Resume on CPU: ``basicsr.train.load_resume_state`` calls ``torch.cuda.current_device()``. The replacement maps the state to
-   the CUDA device when the run uses GPUs and to the CPU otherwise, and finds the states under the experiment folder of the
-   run (BasicSR looks in a CWD-relative ``experiments/`` folder).
-3. Distributed training on CPU: ``init_dist`` hard-codes NCCL and ``torch.cuda.set_device``; the replacement uses gloo when
-   CUDA is not available (NCCL stays the default with GPUs). ``BaseModel.model_to_device`` passes
+1. ``torchvision.transforms.functional_tensor`` was removed in torchvision 0.17, and ``basicsr/data/degradations.py``
+   imports ``rgb_to_grayscale`` from it. A module of that name re-exporting the function from
+   ``torchvision.transforms.functional`` is put into ``sys.modules``.
+2. Resume on CPU: ``basicsr.train.load_resume_state`` calls ``torch.cuda.current_device()``. The replacement maps the
+   state to the CUDA device when the run uses GPUs and to the CPU otherwise, loads it with ``weights_only=True``, and
+   finds the states under the experiment folder of the run (BasicSR looks in a CWD-relative ``experiments/`` folder).
+3. Distributed training on CPU: ``init_dist`` hard-codes NCCL and ``torch.cuda.set_device``; the replacement uses gloo
+   when CUDA is not available (NCCL stays the default with GPUs). ``BaseModel.model_to_device`` passes
    ``device_ids=[torch.cuda.current_device()]`` to DDP; the replacement passes device ids only for CUDA models.
 
-Limitation: ``python basicsr/train.py`` and ``python -m basicsr.train`` run ``train.py`` as ``__main__``, whose own copy of
-``load_resume_state`` cannot be replaced from outside, so CPU resume needs ``fsr-train`` (GPU resume works everywhere).
+Limitation: ``python basicsr/train.py`` and ``python -m basicsr.train`` run ``train.py`` as ``__main__``, whose own
+copy of ``load_resume_state`` cannot be replaced from outside, so CPU resume needs ``fsr-train`` (GPU resume works
+everywhere).
 """
 import os
 import sys
@@ -52,8 +53,8 @@ def _resume_map_location(opt):
 def load_training_state(path, map_location='cpu'):
     """Load a BasicSR ``.state`` file (optimizer and scheduler states) with ``weights_only`` loading.
 
-    The only non-tensor class in such a file is the ``collections.Counter`` of the milestones of BasicSR's schedulers, which
-    is allowed explicitly.
+    The only non-tensor class in such a file is the ``collections.Counter`` of the milestones of BasicSR's schedulers,
+    which is allowed explicitly.
     """
     import collections
     import torch
@@ -102,7 +103,8 @@ def init_dist(launcher, backend=None, **kwargs):
         dist.init_process_group(backend=backend, **kwargs)
     elif launcher == 'slurm':
         if not cuda:
-            raise RuntimeError('The slurm launcher of BasicSR needs GPUs; use torchrun with --launcher pytorch on CPUs.')
+            raise RuntimeError(
+                'The slurm launcher of BasicSR needs GPUs; use torchrun with --launcher pytorch on CPUs.')
         from basicsr.utils import dist_util
         dist_util._init_dist_slurm(backend, **kwargs)
     else:
