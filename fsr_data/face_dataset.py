@@ -1,0 +1,349 @@
+"""Paired face dataset (LR, HR and, on request, parsing maps) for BasicSR: ``FSRFaceDataset``.
+
+Reads what ``fsr-prepare`` writes (``hr.lmdb``, ``lr_x4.lmdb``, ``lr_x8.lmdb``, ``parsing.lmdb``; BasicSR-format LMDBs
+with ``meta_info.txt``) or plain folders of PNG files with the same base names.
+
+Options (those of BasicSR's ``PairedImageDataset`` plus the parsing ones):
+
+- ``dataroot_gt``, ``dataroot_lq``, ``io_backend`` (``{type: lmdb}`` or ``{type: disk}``), ``meta_info_file`` and
+  ``filename_tmpl`` (folders only), ``scale``, ``phase``, ``mean``/``std``, ``color: y``: as ``PairedImageDataset``.
+- ``gt_size`` (train only): HR patch size, an int or ``[h, w]`` (e.g. ``[216, 176]``); must be a multiple of
+  ``scale``. With ``gt_size`` equal to the HR size the crop keeps the whole face (the usual FSR setting).
+- ``use_hflip``, ``use_rot``: as BasicSR (``basicsr.data.transforms.augment``): horizontal flip, vertical flip and
+  transpose, each with probability 0.5.
+- ``rot_mode``: ``'basicsr'`` (default, above) or ``'rot90'`` (TANet's paper: rotation by a random multiple of 90
+  degrees - 0, 90, 180 or 270 - then a horizontal flip with probability 0.5 if ``use_hflip``). With both ``use_hflip``
+  and ``use_rot`` the two modes draw from the same 8 flips/rotations with equal probabilities; they differ when
+  ``use_hflip`` is false (``'rot90'`` then never mirrors the face, ``'basicsr'`` does through the vertical flip and
+  the transpose). On non-square patches only the shape-preserving transforms are drawn (vertical flip, rotation by 180
+  degrees).
+- ``dataroot_parsing``: parsing label maps (19 CelebAMask-HQ classes, 1-channel uint8 PNG at HR size):
+  ``parsing.lmdb`` with the LMDB backend, a folder of ``<gt base name>.png`` with the disk backend. Needed by the
+  flags below.
+- ``return_parsing``: adds ``'parsing_gt'`` LongTensor (H, W), labels 0..18.
+- ``return_parsing_lq``: adds ``'parsing_lq'`` LongTensor (h, w): the label map sampled at the LR pixel centres
+  (nearest).
+- ``return_binary_parsing``: adds ``'parsing_bin_gt'`` float (1, H, W), skin (label 1) = 1 else 0, and
+  ``'parsing_bin_lq'`` float (1, h, w), the binary map downsampled to LR size by antialiased bicubic (``torch``
+  ``interpolate(mode='bicubic', antialias=True)``, clamped to [0, 1]; W-Net: LR parsing targets are
+  bicubic-downsampled).
+- ``return_component_masks``: adds ``'masks'`` float (4, H, W) in {0, 1}: eyes {4, 5}, brows {2, 3}, nose {10}, mouth
+  {11, 12, 13}.
+
+Every geometric transform is applied to lq, gt and the label map together. A transform that mirrors the face
+(horizontal flip, and in ``'basicsr'`` mode also the vertical flip and the transpose; two mirrors cancel) swaps the
+left/right labels 2<->3 (brows), 4<->5 (eyes), 7<->8 (ears), so that ``l_eye`` stays the face's left eye.
+
+For the same keys, lq/gt/lq_path/gt_path are those of ``PairedImageDataset`` (same decoding, same crop, same random
+draws in ``'basicsr'`` mode with a square ``gt_size``).
+"""
+import cv2
+import numpy as np
+import os
+import os.path as osp
+import random
+import torch
+from basicsr.data.data_util import paired_paths_from_folder, paired_paths_from_lmdb, paired_paths_from_meta_info_file
+from basicsr.utils import FileClient, bgr2ycbcr, img2tensor
+from basicsr.utils.registry import DATASET_REGISTRY
+from torch.nn import functional as F
+from torch.utils import data as data
+from torchvision.transforms.functional import normalize
+
+NUM_PARSING_CLASSES = 19
+PARSING_LABELS = ('background', 'skin', 'l_brow', 'r_brow', 'l_eye', 'r_eye', 'eye_g', 'l_ear', 'r_ear', 'ear_r',
+                  'nose', 'mouth', 'u_lip', 'l_lip', 'neck', 'neck_l', 'cloth', 'hair', 'hat')
+# left/right pairs swapped by a mirror
+LR_SWAP_PAIRS = ((2, 3), (4, 5), (7, 8))
+# component masks: eyes, brows, nose, mouth (the order of the 'masks' channels)
+COMPONENT_LABELS = (
+    (4, 5),
+    (2, 3),
+    (10, ),
+    (11, 12, 13),
+)
+COMPONENT_NAMES = ('eyes', 'brows', 'nose', 'mouth')
+
+
+def _make_swap_lut():
+    lut = np.arange(256, dtype=np.uint8)
+    for a, b in LR_SWAP_PAIRS:
+        lut[a], lut[b] = b, a
+    return lut
+
+
+SWAP_LUT = _make_swap_lut()
+
+
+def _make_component_lut():
+    lut = np.zeros((256, len(COMPONENT_LABELS)), dtype=np.float32)
+    for c, labels in enumerate(COMPONENT_LABELS):
+        lut[list(labels), c] = 1
+    return lut
+
+
+COMPONENT_LUT = _make_component_lut()
+
+
+def swap_left_right(parsing):
+    """Swap the left/right labels (2<->3, 4<->5, 7<->8) of a uint8 label map."""
+    return SWAP_LUT[parsing]
+
+
+def component_masks(parsing):
+    """(4, H, W) float32 masks (eyes, brows, nose, mouth) of a uint8 (H, W) label map."""
+    return np.ascontiguousarray(COMPONENT_LUT[parsing].transpose(2, 0, 1))
+
+
+def _to_hw(size, name):
+    if isinstance(size, (list, tuple)):
+        if len(size) != 2:
+            raise ValueError(f'{name} must be an int or [h, w], got {size}.')
+        return int(size[0]), int(size[1])
+    return int(size), int(size)
+
+
+@DATASET_REGISTRY.register()
+class FSRFaceDataset(data.Dataset):
+    """Paired LR/HR face dataset with optional parsing maps and component masks (see the module docstring)."""
+
+    def __init__(self, opt):
+        super().__init__()
+        self.opt = opt
+        self.file_client = None
+        self.io_backend_opt = dict(opt['io_backend'])
+        self.mean = opt.get('mean')
+        self.std = opt.get('std')
+        self.scale = int(opt['scale'])
+        self.phase = opt.get('phase', 'train')
+        self.gt_folder, self.lq_folder = str(opt['dataroot_gt']), str(opt['dataroot_lq'])
+        self.filename_tmpl = opt.get('filename_tmpl', '{}')
+        self.return_parsing = bool(opt.get('return_parsing', False))
+        self.return_parsing_lq = bool(opt.get('return_parsing_lq', False))
+        self.return_binary = bool(opt.get('return_binary_parsing', False))
+        self.return_masks = bool(opt.get('return_component_masks', False))
+        self.need_parsing = self.return_parsing or self.return_parsing_lq or self.return_binary or self.return_masks
+        self.rot_mode = opt.get('rot_mode', 'basicsr')
+        if self.rot_mode not in ('basicsr', 'rot90'):
+            raise ValueError(f"rot_mode must be 'basicsr' or 'rot90', got {self.rot_mode!r}.")
+        self.parsing_folder = opt.get('dataroot_parsing')
+        if self.need_parsing and not self.parsing_folder:
+            raise ValueError('FSRFaceDataset: return_parsing / return_parsing_lq / return_binary_parsing / '
+                             'return_component_masks need the option dataroot_parsing (parsing.lmdb written by '
+                             'fsr-prepare --parsing landmarks|bisenet, or a folder of 1-channel label PNGs).')
+        if self.parsing_folder is not None:
+            self.parsing_folder = str(self.parsing_folder)
+        if self.phase == 'train':
+            self.gt_hw = _to_hw(opt['gt_size'], 'gt_size')
+            if self.gt_hw[0] % self.scale or self.gt_hw[1] % self.scale:
+                raise ValueError(f'gt_size {opt["gt_size"]} must be a multiple of scale {self.scale}.')
+
+        self.backend = self.io_backend_opt['type']
+        if self.backend == 'lmdb':
+            folders = [self.lq_folder, self.gt_folder] + ([self.parsing_folder] if self.need_parsing else [])
+            for folder in folders:
+                self._check_lmdb(folder)
+            self.io_backend_opt['db_paths'] = folders
+            self.io_backend_opt['client_keys'] = ['lq', 'gt', 'parsing'][:len(folders)]
+            self.paths = paired_paths_from_lmdb([self.lq_folder, self.gt_folder], ['lq', 'gt'])
+            if self.need_parsing:
+                with open(osp.join(self.parsing_folder, 'meta_info.txt')) as fin:
+                    parsing_keys = {line.split('.')[0] for line in fin}
+                missing = [p['gt_path'] for p in self.paths if p['gt_path'] not in parsing_keys]
+                if missing:
+                    raise KeyError(f'{len(missing)} keys of {self.gt_folder} are not in {self.parsing_folder} '
+                                   f'(e.g. {missing[:3]}): the parsing LMDB belongs to another dataset or was written '
+                                   'with fewer faces; rerun fsr-prepare with --parsing on this dataset folder.')
+        else:
+            for folder in [self.lq_folder, self.gt_folder] + ([self.parsing_folder] if self.need_parsing else []):
+                if not osp.isdir(folder):
+                    raise FileNotFoundError(f'FSRFaceDataset: folder {folder} does not exist (check dataroot_*).')
+            if opt.get('meta_info_file') is not None:
+                self.paths = paired_paths_from_meta_info_file([self.lq_folder, self.gt_folder], ['lq', 'gt'],
+                                                              opt['meta_info_file'], self.filename_tmpl)
+            else:
+                self.paths = paired_paths_from_folder([self.lq_folder, self.gt_folder], ['lq', 'gt'],
+                                                      self.filename_tmpl)
+            if self.need_parsing:
+                for p in self.paths:
+                    p['parsing_path'] = osp.join(self.parsing_folder,
+                                                 osp.splitext(osp.basename(p['gt_path']))[0] + '.png')
+        if self.backend == 'lmdb' and self.need_parsing:
+            for p in self.paths:
+                p['parsing_path'] = p['gt_path']
+
+    @staticmethod
+    def _check_lmdb(folder):
+        if not folder.endswith('.lmdb'):
+            raise ValueError(f'FSRFaceDataset with io_backend lmdb needs *.lmdb folders, got {folder} '
+                             '(use io_backend: {type: disk} for image folders).')
+        for name in ('data.mdb', 'meta_info.txt'):
+            if not osp.isfile(osp.join(folder, name)):
+                raise FileNotFoundError(f'{osp.join(folder, name)} does not exist: {folder} is not a complete LMDB '
+                                        'written by fsr-prepare (rerun fsr-prepare on the dataset folder; it resumes).')
+
+    # reading
+    def _get_bytes(self, path, client_key):
+        if self.backend == 'lmdb':
+            buf = self.file_client.get(path, client_key)
+            if buf is None:
+                db = dict(zip(self.io_backend_opt['client_keys'], self.io_backend_opt['db_paths']))[client_key]
+                raise KeyError(f'Key {path!r} is listed in {db}/meta_info.txt but missing from {db}/data.mdb: the LMDB '
+                               'is incomplete or its meta_info.txt belongs to another LMDB. Rerun fsr-prepare on the '
+                               'dataset folder (it resumes and completes missing entries).')
+            return buf
+        try:
+            return self.file_client.get(path, client_key)
+        except FileNotFoundError:
+            raise FileNotFoundError(f'Image file {path} ({client_key}) does not exist: lq, gt and parsing folders must '
+                                    'hold the same base names.') from None
+
+    def _decode(self, buf, path, client_key, flag=cv2.IMREAD_COLOR):
+        img = cv2.imdecode(np.frombuffer(buf, np.uint8), flag)
+        if img is None:
+            where = f'key {path!r} of {self._db_of(client_key)}' if self.backend == 'lmdb' else f'file {path}'
+            raise ValueError(f'Cannot decode the {client_key} image of {where} (corrupt or not an image): regenerate '
+                             'it with fsr-prepare or remove it from the dataset.')
+        return img
+
+    def _db_of(self, client_key):
+        return dict(zip(self.io_backend_opt['client_keys'], self.io_backend_opt['db_paths']))[client_key]
+
+    # transforms
+    def _random_crop(self, img_gt, img_lq, parsing, gt_path):
+        scale = self.scale
+        h_lq, w_lq = img_lq.shape[:2]
+        h_gt, w_gt = img_gt.shape[:2]
+        if h_gt != h_lq * scale or w_gt != w_lq * scale:
+            raise ValueError(f'Scale mismatch for {gt_path}: GT ({h_gt}, {w_gt}) is not {scale}x LQ ({h_lq}, {w_lq}).')
+        ph, pw = self.gt_hw[0] // scale, self.gt_hw[1] // scale
+        if h_lq < ph or w_lq < pw:
+            raise ValueError(f'LQ ({h_lq}, {w_lq}) of {gt_path} is smaller than the patch ({ph}, {pw}) that gt_size '
+                             f'{self.opt["gt_size"]} asks for: lower gt_size or remove the image.')
+        # same draws as basicsr.data.transforms.paired_random_crop
+        top = random.randint(0, h_lq - ph)
+        left = random.randint(0, w_lq - pw)
+        img_lq = img_lq[top:top + ph, left:left + pw, ...]
+        tg, lg = top * scale, left * scale
+        img_gt = img_gt[tg:tg + ph * scale, lg:lg + pw * scale, ...]
+        if parsing is not None:
+            parsing = parsing[tg:tg + ph * scale, lg:lg + pw * scale]
+        return img_gt, img_lq, parsing
+
+    def _augment(self, imgs):
+        """Apply the same random flips/rotations to every array of ``imgs``; return them and whether they mirror."""
+        use_hflip = self.opt.get('use_hflip', False)
+        use_rot = self.opt.get('use_rot', False)
+        square = imgs[0].shape[0] == imgs[0].shape[1]
+        if self.rot_mode == 'basicsr':
+            # same draws as basicsr.data.transforms.augment
+            hflip = use_hflip and random.random() < 0.5
+            vflip = use_rot and random.random() < 0.5
+            rot90 = use_rot and random.random() < 0.5 and square
+            out = []
+            for img in imgs:
+                if hflip:
+                    img = img[:, ::-1]
+                if vflip:
+                    img = img[::-1]
+                if rot90:
+                    img = img.swapaxes(0, 1)
+                out.append(np.ascontiguousarray(img))
+            return out, (hflip + vflip + rot90) % 2 == 1
+        k = random.randint(0, 3) if use_rot else 0
+        if not square and k % 2 == 1:
+            k = 2
+        hflip = use_hflip and random.random() < 0.5
+        out = []
+        for img in imgs:
+            if hflip:
+                img = img[:, ::-1]
+            if k:
+                img = np.rot90(img, k)
+            out.append(np.ascontiguousarray(img))
+        return out, hflip
+
+    # getitem
+    def __getitem__(self, index):
+        if self.file_client is None:
+            opt = dict(self.io_backend_opt)
+            self.file_client = FileClient(opt.pop('type'), **opt)
+
+        scale = self.scale
+        gt_path = self.paths[index]['gt_path']
+        img_gt = self._decode(self._get_bytes(gt_path, 'gt'), gt_path, 'gt').astype(np.float32) / 255.
+        lq_path = self.paths[index]['lq_path']
+        img_lq = self._decode(self._get_bytes(lq_path, 'lq'), lq_path, 'lq').astype(np.float32) / 255.
+        parsing = None
+        if self.need_parsing:
+            p_path = self.paths[index]['parsing_path']
+            parsing = self._decode(self._get_bytes(p_path, 'parsing'), p_path, 'parsing', cv2.IMREAD_GRAYSCALE)
+            if parsing.shape != img_gt.shape[:2]:
+                raise ValueError(f'Parsing map {p_path} has size {parsing.shape}, its HR image {img_gt.shape[:2]}.')
+            if parsing.max() >= NUM_PARSING_CLASSES:
+                raise ValueError(
+                    f'Parsing map {p_path} has label {parsing.max()} >= {NUM_PARSING_CLASSES}: it is not a '
+                    'CelebAMask-HQ label map (0..18).')
+
+        if self.phase == 'train':
+            img_gt, img_lq, parsing = self._random_crop(img_gt, img_lq, parsing, gt_path)
+            arrays = [img_gt, img_lq] + ([parsing] if parsing is not None else [])
+            arrays, mirrored = self._augment(arrays)
+            img_gt, img_lq = arrays[0], arrays[1]
+            if parsing is not None:
+                parsing = swap_left_right(arrays[2]) if mirrored else arrays[2]
+
+        if self.opt.get('color') == 'y':
+            img_gt = bgr2ycbcr(img_gt, y_only=True)[..., None]
+            img_lq = bgr2ycbcr(img_lq, y_only=True)[..., None]
+
+        if self.phase != 'train':
+            img_gt = img_gt[0:img_lq.shape[0] * scale, 0:img_lq.shape[1] * scale, :]
+            if parsing is not None:
+                parsing = parsing[0:img_lq.shape[0] * scale, 0:img_lq.shape[1] * scale]
+
+        img_gt, img_lq = img2tensor([img_gt, img_lq], bgr2rgb=True, float32=True)
+        if self.mean is not None or self.std is not None:
+            normalize(img_lq, self.mean, self.std, inplace=True)
+            normalize(img_gt, self.mean, self.std, inplace=True)
+        out = {'lq': img_lq, 'gt': img_gt, 'lq_path': lq_path, 'gt_path': gt_path}
+
+        if parsing is not None:
+            h, w = img_lq.shape[-2:]
+            if self.return_parsing:
+                out['parsing_gt'] = torch.from_numpy(parsing.astype(np.int64))
+            if self.return_parsing_lq:
+                c = scale // 2
+                out['parsing_lq'] = torch.from_numpy(parsing[c::scale, c::scale][:h, :w].astype(np.int64))
+            if self.return_binary:
+                binary = torch.from_numpy((parsing == 1).astype(np.float32))[None]
+                out['parsing_bin_gt'] = binary
+                out['parsing_bin_lq'] = F.interpolate(
+                    binary[None], size=(h, w), mode='bicubic', align_corners=False, antialias=True)[0].clamp_(0, 1)
+            if self.return_masks:
+                out['masks'] = torch.from_numpy(component_masks(parsing))
+        return out
+
+    def __len__(self):
+        return len(self.paths)
+
+    def close(self):
+        """Close the LMDB environments (LMDB allows one open environment per file and process)."""
+        if self.file_client is not None and self.backend == 'lmdb':
+            for env in self.file_client.client._client.values():
+                env.close()
+        self.file_client = None
+
+
+def dataset_root_options(root, scale, **extra):
+    """Dataset options (LMDB backend) for a folder written by fsr-prepare: ``root/{hr,lr_x<scale>,parsing}.lmdb``."""
+    opt = dict(
+        type='FSRFaceDataset',
+        dataroot_gt=os.path.join(root, 'hr.lmdb'),
+        dataroot_lq=os.path.join(root, f'lr_x{scale}.lmdb'),
+        io_backend={'type': 'lmdb'},
+        scale=scale)
+    if os.path.isdir(os.path.join(root, 'parsing.lmdb')):
+        opt['dataroot_parsing'] = os.path.join(root, 'parsing.lmdb')
+    opt.update(extra)
+    return opt

@@ -1,0 +1,185 @@
+"""FSRFaceDataset: PairedImageDataset equivalence, joint augmentation, left/right label swap, masks, clear errors."""
+import cv2
+import lmdb
+import numpy as np
+import os
+import pytest
+import random
+import torch
+from basicsr.data.paired_image_dataset import PairedImageDataset
+
+from fsr_data.face_dataset import FSRFaceDataset, component_masks, swap_left_right
+from fsr_data.lmdb_io import write_lmdb
+
+SCALE = 4
+
+
+def _make_data(root, n=3, size=32, seed=0, blocky=False):
+    """Write hr/lr_x4/parsing as LMDBs and as folders. ``blocky``: HR = LR blocks, parsing = label from HR red."""
+    rng = np.random.RandomState(seed)
+    hr, lr, par = {}, {}, {}
+    for i in range(n):
+        key = f'face{i:03d}'
+        if blocky:
+            labels_lr = rng.randint(0, 19, (size // SCALE, size // SCALE)).astype(np.uint8)
+            lr_img = (rng.rand(size // SCALE, size // SCALE, 3) * 255).astype(np.uint8)
+            lr_img[..., 2] = labels_lr * 10  # red channel (BGR order) encodes the label
+            hr_img = np.kron(lr_img, np.ones((SCALE, SCALE, 1), np.uint8))
+            par[key] = np.kron(labels_lr, np.ones((SCALE, SCALE), np.uint8))
+        else:
+            hr_img = (rng.rand(size, size, 3) * 255).astype(np.uint8)
+            lr_img = cv2.resize(hr_img, (size // SCALE, size // SCALE), interpolation=cv2.INTER_AREA)
+            par[key] = rng.randint(0, 19, (size, size)).astype(np.uint8)
+        hr[key], lr[key] = hr_img, lr_img
+    paths = {}
+    for name, images in (('hr', hr), (f'lr_x{SCALE}', lr), ('parsing', par)):
+        paths[name + '.lmdb'] = write_lmdb(os.path.join(root, name + '.lmdb'), images)
+        folder = os.path.join(root, name)
+        os.makedirs(folder)
+        for key, img in images.items():
+            cv2.imwrite(os.path.join(folder, key + '.png'), img)
+        paths[name] = folder
+    return paths, hr, lr, par
+
+
+def _opt(paths, lmdb_backend=True, **kw):
+    ext = '.lmdb' if lmdb_backend else ''
+    opt = dict(
+        dataroot_gt=paths['hr' + ext],
+        dataroot_lq=paths[f'lr_x{SCALE}' + ext],
+        dataroot_parsing=paths['parsing' + ext],
+        io_backend={'type': 'lmdb' if lmdb_backend else 'disk'},
+        scale=SCALE,
+        phase='train',
+        gt_size=16,
+        use_hflip=True,
+        use_rot=True)
+    opt.update(kw)
+    return opt
+
+
+@pytest.mark.parametrize('lmdb_backend', [True, False])
+@pytest.mark.parametrize('phase', ['train', 'val'])
+def test_same_lq_gt_as_paired_image_dataset(tmp_path, lmdb_backend, phase):
+    paths, *_ = _make_data(str(tmp_path))
+    ours = FSRFaceDataset(_opt(paths, lmdb_backend, phase=phase, return_component_masks=True))
+    ref_opt = _opt(paths, lmdb_backend, phase=phase)
+    ref_opt.pop('dataroot_parsing')
+    ref = PairedImageDataset(ref_opt)
+    assert len(ours) == len(ref) == 3
+    cases = [(i, seed) for i in range(len(ref)) for seed in range(4)]
+    mine = []
+    for i, seed in cases:
+        random.seed(seed)
+        mine.append(ours[i])
+    ours.close()
+    for (i, seed), a in zip(cases, mine):
+        random.seed(seed)
+        b = ref[i]
+        for k in ('lq_path', 'gt_path'):
+            assert a[k] == b[k]
+        for k in ('lq', 'gt'):
+            assert a[k].shape == b[k].shape
+            assert torch.equal(a[k], b[k]), (k, i, seed)
+    if phase == 'val':
+        assert tuple(mine[0]['gt'].shape) == (3, 32, 32) and tuple(mine[0]['masks'].shape) == (4, 32, 32)
+
+
+@pytest.mark.parametrize('rot_mode', ['basicsr', 'rot90'])
+def test_joint_augmentation_keeps_everything_aligned(tmp_path, rot_mode):
+    paths, *_ = _make_data(str(tmp_path), blocky=True)
+    ds = FSRFaceDataset(_opt(paths, rot_mode=rot_mode, return_parsing=True, return_parsing_lq=True))
+    for seed in range(24):
+        random.seed(seed)
+        out = ds[seed % len(ds)]
+        gt, lq, parsing = out['gt'], out['lq'], out['parsing_gt']
+        assert torch.equal(gt[:, ::SCALE, ::SCALE], lq)
+        labels_from_red = torch.round(gt[0] * 255 / 10).long()
+        # the label swap changes 2<->3, 4<->5, 7<->8 only: compare after mapping both to the unswapped label
+        canon = torch.from_numpy(np.minimum(np.arange(19), swap_left_right(np.arange(19, dtype=np.uint8))))
+        assert torch.equal(canon[labels_from_red], canon[parsing])
+        assert torch.equal(out['parsing_lq'], parsing[SCALE // 2::SCALE, SCALE // 2::SCALE])
+
+
+def test_hflip_swaps_left_right_labels(tmp_path):
+    paths, hr, _, par = _make_data(str(tmp_path), n=1)
+    ds = FSRFaceDataset(_opt(paths, gt_size=32, use_rot=False, return_parsing=True))
+    gt_orig = torch.from_numpy(hr['face000'][..., ::-1].astype(np.float32) / 255).permute(2, 0, 1)
+    par_orig = par['face000']
+    seen = set()
+    for seed in range(16):
+        random.seed(seed)
+        out = ds[0]
+        if torch.equal(out['gt'], gt_orig):
+            assert np.array_equal(out['parsing_gt'].numpy(), par_orig)
+            seen.add('plain')
+        else:
+            assert torch.equal(out['gt'], gt_orig.flip(-1))
+            expected = swap_left_right(par_orig[:, ::-1])
+            assert np.array_equal(out['parsing_gt'].numpy(), expected)
+            assert not np.array_equal(expected, par_orig[:, ::-1])  # the swap really changed labels
+            assert (out['parsing_gt'] == 4).sum() == (par_orig == 5).sum()
+            seen.add('flipped')
+    assert seen == {'plain', 'flipped'}
+
+
+def test_rot90_mode_without_hflip_never_mirrors(tmp_path):
+    paths, _, _, par = _make_data(str(tmp_path), n=1)
+    ds = FSRFaceDataset(_opt(paths, gt_size=32, use_hflip=False, rot_mode='rot90', return_parsing=True))
+    rots = {k: np.rot90(par['face000'], k) for k in range(4)}
+    seen = set()
+    for seed in range(20):
+        random.seed(seed)
+        p = ds[0]['parsing_gt'].numpy()
+        match = [k for k, r in rots.items() if np.array_equal(p, r)]
+        assert len(match) == 1
+        seen.add(match[0])
+    assert seen == {0, 1, 2, 3}
+
+
+def test_masks_and_binary_parsing(tmp_path):
+    paths, _, _, par = _make_data(str(tmp_path), n=1)
+    ds = FSRFaceDataset(
+        _opt(paths, phase='val', return_parsing=True, return_binary_parsing=True, return_component_masks=True))
+    out = ds[0]
+    p = par['face000']
+    masks = out['masks'].numpy()
+    assert masks.shape == (4, 32, 32) and set(np.unique(masks)) <= {0.0, 1.0}
+    for c, labels in enumerate([(4, 5), (2, 3), (10, ), (11, 12, 13)]):
+        assert np.array_equal(masks[c] == 1, np.isin(p, labels))
+    assert np.array_equal(component_masks(p), masks)
+    assert np.array_equal(out['parsing_bin_gt'][0].numpy() == 1, p == 1)
+    bin_lq = out['parsing_bin_lq']
+    assert tuple(bin_lq.shape) == (1, 8, 8) and bin_lq.min() >= 0 and bin_lq.max() <= 1
+    # the bicubic downsampling keeps the mean of the map roughly
+    assert abs(bin_lq.mean().item() - (p == 1).mean()) < 0.05
+
+
+def test_missing_key_and_corrupt_image_errors(tmp_path):
+    paths, *_ = _make_data(str(tmp_path))
+    env = lmdb.open(paths['hr.lmdb'], map_size=1 << 24)
+    with env.begin(write=True) as txn:
+        txn.delete(b'face001')
+        txn.put(b'face002', b'not a png at all')
+    env.close()
+    ds = FSRFaceDataset(_opt(paths))
+    ds[0]
+    with pytest.raises(KeyError, match=r"face001.*hr\.lmdb.*fsr-prepare"):
+        ds[1]
+    with pytest.raises(ValueError, match=r"face002.*hr\.lmdb.*corrupt"):
+        ds[2]
+    os.remove(os.path.join(paths['parsing'], 'face001.png'))
+    ds = FSRFaceDataset(_opt(paths, lmdb_backend=False, return_parsing=True))
+    index = [i for i, p in enumerate(ds.paths) if 'face001' in p['gt_path']][0]
+    with pytest.raises(FileNotFoundError, match='face001.png'):
+        ds[index]
+
+
+def test_parsing_option_errors(tmp_path):
+    paths, *_ = _make_data(str(tmp_path))
+    opt = _opt(paths, return_component_masks=True)
+    opt.pop('dataroot_parsing')
+    with pytest.raises(ValueError, match='dataroot_parsing'):
+        FSRFaceDataset(opt)
+    with pytest.raises(FileNotFoundError, match='nothing.lmdb.*fsr-prepare'):
+        FSRFaceDataset(_opt(paths, dataroot_parsing=str(tmp_path / 'nothing.lmdb'), return_parsing=True))
