@@ -155,7 +155,7 @@ def test_ddp_two_processes_on_cpu(tmp_path, data):
 
 
 def test_training_state_loads_with_weights_only(tmp_path):
-    from basicsr.utils.lr_scheduler import MultiStepRestartLR
+    from basicsr.models.lr_scheduler import MultiStepRestartLR
 
     from fsr_utils.compat import load_training_state
     optim = torch.optim.Adam([torch.nn.Parameter(torch.zeros(2))], 1e-3)
