@@ -1,0 +1,457 @@
+"""LAAT: the self-refinement Transformer for face super-resolution (../shared/papers/laat.txt).
+
+Map from the paper to this module:
+
+- Sec. 3.1, eq. 1: ``LAAT.conv_first`` (+ LeakyReLU) on the bicubic-upsampled LR face ``I^L`` (done inside ``forward``).
+- Sec. 3.1, eq. 2-3, feature extraction stage: ``LAAT.extraction`` (4 steps of ``num_blocks`` :class:`RSABlock`),
+  ``LAAT.downs`` (4x4 stride-2 conv doubling the channels), Haar WT (``common.haar_wt``) whose LL / LH / HL go through
+  ``LAAT.wt_convs`` (3x3 convs) to the matching recovery step.
+- Sec. 3.1, eq. 4, feature transformation stage: ``LAAT.transformation`` and the concatenation with its input.
+- Sec. 3.1, eq. 5, feature recovery stage: ``LAAT.recovery`` (RSA blocks) and ``LAAT.wfms`` (:class:`WFM`), then
+  ``LAAT.conv_last`` (+ LeakyReLU) gives the residual ``I^R``; the output is ``I^L + I^R``.
+- Sec. 3.2, eq. 6: :class:`RSABlock` (LN -> RSA -> residual, LN -> MLP -> residual).
+- Sec. 3.2, eq. 7-12: :class:`RSA`: lambda x lambda stride-lambda down-sampling (eq. 7), :class:`FIM` on both maps
+  (eq. 8), coarse MHSA (eq. 9, :class:`MHSA`), region scores = sum of the coarse attention map over its query rows and
+  heads, top-k with ``k = floor(sqrt(H'W') / lambda)`` (eq. 10), gather of the selected regions of the FIM output, MHSA
+  over them and scatter-add into ``F_input`` (eq. 11), transposed-conv up-sampling of the coarse output and a 3x3
+  depth-wise conv (eq. 12). With ``lambda = 1`` (maps of at most 32x32 positions, Sec. 4.2) RSA is the coarse
+  self-attention (CSA) alone.
+- Sec. 3.2, Fig. 3: :class:`FIM` (two branches, depth-wise 3x3 conv and channel attention in opposite orders, plus the
+  input).
+- Sec. 3.3, eq. 13-16: ``common.haar_wt`` / ``common.haar_iwt`` (fixed kernels of eq. 14; the inverse is exact).
+- Sec. 3.4, eq. 17-19: :class:`WFM` (split, WIT with the shallow LL / LH / HL and the deep half as HH, 4x4 stride-2
+  transposed-conv up-sampling of the other half, 1x1 conv to half the channels).
+- Sec. 4.2 defaults: C = 32, extraction channels 32/64/128/256 with 1/2/4/8 heads, transformation at 256 channels
+  with 16 heads, recovery channels 512/256/128/64 with 8/4/2/1 heads, lambda = 4, CSA only where the map is <= 32x32.
+
+Efficiency (DESIGN.md, performance notes): the region scores need the column sums of the softmax attention map, which
+the fused ``scaled_dot_product_attention`` does not give, so they are computed block by block over the query rows
+(memory linear in the number of coarse tokens, never the whole n_c x n_c map) and without autograd (they only feed the
+top-k, which has no gradient). Gather and scatter-add are single batched ``gather`` / ``scatter_add`` calls on flat
+position indices. ``use_sdpa=True`` runs every attention output through the fused kernel; ``use_sdpa=False`` is the
+explicit (blocked) softmax path, which yields the output and the column sums from the same softmax blocks.
+"""
+import math
+import torch
+from basicsr.utils.registry import ARCH_REGISTRY
+from torch import nn
+from torch.nn import functional as F
+
+from fsr_arch.common import ChannelAttention, LayerNorm2d, check_divisible, haar_iwt, haar_wt, upsample_to
+
+__all__ = ['LAAT', 'RSA', 'RSABlock', 'FIM', 'WFM', 'MHSA', 'PAPER_CONFIGS', 'TINY_CONFIG']
+
+PAPER_CONFIGS = {
+    'x4': dict(upscale=4, num_feat=32, num_blocks=2, lam=4, img_size=128),
+    'x8': dict(upscale=8, num_feat=32, num_blocks=2, lam=4, img_size=128),
+}
+# CSA only below 8x8 positions so that a 32x32 HR crop still runs the full RSA (region selection) at two levels.
+TINY_CONFIG = dict(
+    num_feat=8,
+    num_blocks=1,
+    extraction_heads=(1, 1, 2, 2),
+    transformation_heads=2,
+    recovery_heads=(2, 2, 1, 1),
+    fim_reduction=2,
+    img_size=32,
+    csa_max_tokens=64,
+    mlp_ratio=1.)
+
+
+def _score_dtype(t):
+    """Region scores are accumulated in float32 at least (bf16 / fp16 sums would make the top-k unstable)."""
+    return torch.float64 if t.dtype == torch.float64 else torch.float32
+
+
+def _attention_column_sums(q, k, block_rows):
+    """Column sums of ``softmax(q k^T / sqrt(d))`` summed over heads, computed over blocks of query rows.
+
+    Args:
+        q, k (Tensor): (B, M, N, d).
+        block_rows (int): Query rows per block.
+
+    Returns:
+        Tensor: (B, N) float32 (float64 for float64 inputs), ``sum_h sum_i AM[h, i, j]`` (eq. 10's ``Sum(AM)``,
+        reduced over the heads).
+    """
+    with torch.no_grad():
+        q, k = q.to(_score_dtype(q)), k.to(_score_dtype(q))
+        scale = q.shape[-1]**-0.5
+        cols = q.new_zeros(q.shape[0], q.shape[-2])
+        for start in range(0, q.shape[-2], block_rows):
+            attn = torch.softmax((q[:, :, start:start + block_rows] @ k.transpose(-2, -1)) * scale, dim=-1)
+            cols += attn.sum(dim=(1, 2))
+    return cols
+
+
+def _blocked_attention(q, k, v, block_rows, need_scores):
+    """Explicit softmax attention over blocks of query rows, returning the output and (optionally) the column sums.
+
+    Args:
+        q, k, v (Tensor): (B, M, N, d).
+        block_rows (int): Query rows per block.
+        need_scores (bool): Also return the column sums of the attention map (see :func:`_attention_column_sums`).
+
+    Returns:
+        tuple[Tensor, Tensor | None]: Output (B, M, N, d) and the (B, N) float32 column sums or None.
+    """
+    scale = q.shape[-1]**-0.5
+    outs, cols = [], None
+    if need_scores:
+        cols = q.new_zeros(q.shape[0], q.shape[-2], dtype=_score_dtype(q))
+    for start in range(0, q.shape[-2], block_rows):
+        attn = torch.softmax((q[:, :, start:start + block_rows] @ k.transpose(-2, -1)) * scale, dim=-1)
+        if need_scores:
+            cols += attn.detach().to(cols.dtype).sum(dim=(1, 2))
+        outs.append(attn.to(v.dtype) @ v)
+    return torch.cat(outs, dim=-2), cols
+
+
+def _is_channels_last(x):
+    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
+def _to_tokens(x):
+    """(B, C, H, W) -> (B, H*W, C), a view for both NCHW and channels_last inputs."""
+    b, c, h, w = x.shape
+    return x.permute(0, 2, 3, 1).reshape(b, h * w, c) if _is_channels_last(x) else x.flatten(2).transpose(1, 2)
+
+
+def _to_map(tokens, h, w, channels_last):
+    """(B, H*W, C) -> (B, C, H, W) in the requested memory format."""
+    b, _, c = tokens.shape
+    if channels_last:
+        return tokens.reshape(b, h, w, c).permute(0, 3, 1, 2)
+    return tokens.transpose(1, 2).reshape(b, c, h, w)
+
+
+class MHSA(nn.Module):
+    """Multi-head self-attention over tokens (eq. 9): ``Concat(softmax(Q K^T / sqrt(D_h)) V) W_o``.
+
+    Args:
+        dim (int): Token channels C'.
+        num_heads (int): Heads M (``dim`` must be divisible by it).
+        use_sdpa (bool): Compute the output with the fused ``F.scaled_dot_product_attention``.
+        block_elems (int): Size budget (elements) of one block of the attention map on the explicit / score path.
+    """
+
+    def __init__(self, dim, num_heads, use_sdpa=True, block_elems=2**23):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f'LAAT MHSA: channels ({dim}) must be divisible by the number of heads ({num_heads}).')
+        self.num_heads = num_heads
+        self.use_sdpa = use_sdpa
+        self.block_elems = block_elems
+        self.qkv = nn.Linear(dim, dim * 3)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x, need_scores=False):
+        """Args: x (Tensor): (B, N, C) tokens; need_scores (bool): also return the (B, N) column sums of the map."""
+        b, n, c = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4).unbind(0)
+        block_rows = max(1, self.block_elems // max(1, b * self.num_heads * n))
+        if self.use_sdpa:
+            out = F.scaled_dot_product_attention(q, k, v)
+            scores = _attention_column_sums(q, k, block_rows) if need_scores else None
+        else:
+            out, scores = _blocked_attention(q, k, v, block_rows, need_scores)
+        return self.proj(out.transpose(1, 2).reshape(b, n, c)), scores
+
+
+class FIM(nn.Module):
+    """Feature Integration Module (Sec. 3.2, Fig. 3): ``x + CA(DW(x)) + DW(CA(x))``.
+
+    Args:
+        num_feat (int): Channels.
+        reduction (int): Channel-attention reduction. The paper does not give it; 16 is RCAN's value, which the channel
+            attention of Fig. 3 (adaptive average pooling, two 1x1 convs, sigmoid) follows.
+    """
+
+    def __init__(self, num_feat, reduction=16):
+        super().__init__()
+        self.branch1 = nn.Sequential(
+            nn.Conv2d(num_feat, num_feat, 3, padding=1, groups=num_feat), ChannelAttention(num_feat, reduction))
+        self.branch2 = nn.Sequential(
+            ChannelAttention(num_feat, reduction), nn.Conv2d(num_feat, num_feat, 3, padding=1, groups=num_feat))
+
+    def forward(self, x):
+        return x + self.branch1(x) + self.branch2(x)
+
+
+class RSA(nn.Module):
+    """Region Selection Attention (Sec. 3.2, eq. 7-12, Fig. 2); with ``lam == 1`` the coarse self-attention (CSA) alone.
+
+    Args:
+        dim (int): Channels C'.
+        num_heads (int): Heads M of both MHSAs.
+        lam (int): Down-sampling factor lambda (eq. 7). 1 gives CSA only: global MHSA over the FIM output, no region
+            branch, no re-sampling (Sec. 4.2).
+        region_size (int | None): Side of one region in full-resolution positions. None: ``lam``, i.e. the lambda x
+            lambda footprint of one coarse token, as eq. 10's ``GetIndex`` maps a coarse index to ``F_input``. A
+            multiple of ``lam`` pools the coarse scores over regions of that size, and k is scaled so that the same
+            number of positions (``k * lam**2``) is refined.
+        fim_reduction (int): Channel-attention reduction in :class:`FIM`.
+        share_fim (bool): One FIM for ``F_input`` and ``F_coarse``. Default True: eq. 8 applies the same ``H_FIM`` to
+            both maps.
+        share_attention (bool): One MHSA (same W_q, W_k, W_v, W_o) for the coarse and the region attention. Default
+            False: eq. 11 writes a second MHSA, and the two act on maps of different scales.
+        use_sdpa (bool): Fused attention for the outputs (the region scores always come from the blocked path).
+        block_elems (int): Size budget of one block of the attention map when computing the region scores.
+    """
+
+    def __init__(self,
+                 dim,
+                 num_heads,
+                 lam=4,
+                 region_size=None,
+                 fim_reduction=16,
+                 share_fim=True,
+                 share_attention=False,
+                 use_sdpa=True,
+                 block_elems=2**23):
+        super().__init__()
+        self.lam = lam
+        self.region_size = lam if region_size is None else region_size
+        if self.region_size % lam:
+            raise ValueError(f'LAAT RSA: region_size ({region_size}) must be a multiple of lambda ({lam}).')
+        self.fim = FIM(dim, fim_reduction)
+        self.coarse_attn = MHSA(dim, num_heads, use_sdpa, block_elems)
+        if lam > 1:
+            # eq. 7: lambda x lambda conv, stride lambda.
+            self.down = nn.Conv2d(dim, dim, lam, stride=lam)
+            self.fim_coarse = self.fim if share_fim else FIM(dim, fim_reduction)
+            self.region_attn = self.coarse_attn if share_attention else MHSA(dim, num_heads, use_sdpa, block_elems)
+            # eq. 12 writes a 4x4 stride-2 transposed conv, which cannot undo a stride-lambda (4) down-sampling; a
+            # lambda x lambda transposed conv with stride lambda (4x4 at the paper's lambda = 4) restores H' x W'.
+            self.up = nn.ConvTranspose2d(dim, dim, lam, stride=lam)
+        self.dwconv = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
+        self.last_index = None  # (B, K) flat positions refined in the last forward, kept when record_index is True
+        self.record_index = False
+
+    def num_regions(self, h, w):
+        """k of eq. 10 for an H' x W' input: ``floor(sqrt(H'W') / lambda)`` (rescaled for a larger region_size)."""
+        k = int(math.floor(math.sqrt(h * w) / self.lam))
+        if self.region_size != self.lam:
+            k = k * self.lam**2 // self.region_size**2
+        return max(1, min(k, (h // self.region_size) * (w // self.region_size)))
+
+    def select(self, scores, h, w):
+        """Top-k regions from the coarse scores (eq. 10) as flat indices into the H' x W' positions.
+
+        Args:
+            scores (Tensor): (B, n_c) column sums of the coarse attention map (coarse grid H'/lam x W'/lam, row-major).
+            h, w (int): H', W' of the full-resolution map.
+
+        Returns:
+            Tensor: (B, k * region_size**2) long, the positions of the selected regions, region by region (row-major
+            inside a region).
+        """
+        b = scores.shape[0]
+        rs, f = self.region_size, self.region_size // self.lam
+        hr, wr = h // rs, w // rs
+        if f > 1:
+            scores = F.avg_pool2d(scores.view(b, 1, h // self.lam, w // self.lam), f).view(b, hr * wr)
+        top = scores.topk(self.num_regions(h, w), dim=1).indices  # (B, k)
+        offs = torch.arange(rs, device=scores.device)
+        rows = (top // wr * rs)[:, :, None, None] + offs[:, None]  # (B, k, rs, 1)
+        cols = (top % wr * rs)[:, :, None, None] + offs[None, :]  # (B, k, 1, rs)
+        return (rows * w + cols).reshape(b, -1)
+
+    def forward(self, x):
+        """Args: x (Tensor): (B, C', H', W') = F_input (the layer-normalized block input). Returns (B, C', H', W')."""
+        b, c, h, w = x.shape
+        channels_last = _is_channels_last(x)
+        if self.lam == 1:  # CSA: MHSA over the FIM output of the whole map.
+            out_c, _ = self.coarse_attn(_to_tokens(self.fim(x)))
+            return self.dwconv(x + _to_map(out_c, h, w, channels_last).to(x.dtype))
+        x_hat = self.fim(x)  # eq. 8
+        coarse = self.fim_coarse(self.down(x))  # eq. 7-8
+        hc, wc = coarse.shape[-2:]
+        out_c, scores = self.coarse_attn(_to_tokens(coarse), need_scores=True)  # eq. 9
+        index = self.select(scores, h, w)  # eq. 10
+        if self.record_index:
+            self.last_index = index
+        # eq. 11: SelectByIndex on the FIM output, MHSA, AddByIndex into F_input. Gather through a (B, N, C) token view.
+        regions = _to_tokens(x_hat).gather(1, index[:, :, None].expand(-1, -1, c))
+        refined, _ = self.region_attn(regions)
+        refined = refined.to(x.dtype)
+        if channels_last:
+            out_f = x.permute(0, 2, 3, 1).reshape(b, h * w, c).scatter_add(1, index[:, :, None].expand(-1, -1, c),
+                                                                           refined)
+            out_f = out_f.view(b, h, w, c).permute(0, 3, 1, 2)
+        else:
+            out_f = x.reshape(b, c, h * w).scatter_add(2, index[:, None, :].expand(-1, c, -1), refined.transpose(1, 2))
+            out_f = out_f.view(b, c, h, w)
+        out_c = _to_map(out_c, hc, wc, channels_last)
+        return self.dwconv(out_f + self.up(out_c).to(out_f.dtype))  # eq. 12
+
+
+class RSABlock(nn.Module):
+    """RSA block (eq. 6): ``F' = RSA(LN(F)) + F``, ``out = MLP(LN(F')) + F'``.
+
+    Args:
+        dim (int): Channels.
+        num_heads (int): Heads.
+        mlp_ratio (float): Hidden width of the MLP relative to ``dim``. The paper does not give it; 2 is SwinIR's value
+            (the Transformer the paper compares with and whose block layout eq. 6 follows).
+        **rsa_kwargs: Passed to :class:`RSA` (lam, region_size, fim_reduction, share_fim, share_attention, ...).
+    """
+
+    def __init__(self, dim, num_heads, mlp_ratio=2., **rsa_kwargs):
+        super().__init__()
+        hidden = int(dim * mlp_ratio)
+        self.norm1 = LayerNorm2d(dim)
+        self.attn = RSA(dim, num_heads, **rsa_kwargs)
+        self.norm2 = LayerNorm2d(dim)
+        self.mlp = nn.Sequential(nn.Conv2d(dim, hidden, 1), nn.GELU(), nn.Conv2d(hidden, dim, 1))
+
+    def forward(self, x):
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class WFM(nn.Module):
+    """Wavelet Fusion Module (Sec. 3.4, eq. 17-19).
+
+    ``F_L, F_R = Split(F)``; ``WIT(LL, LH, HL, HH=F_L)`` and a 4x4 stride-2 transposed conv of ``F_R``; concatenation
+    and a 1x1 conv to half the input channels.
+
+    Args:
+        dim (int): Channels of the deep feature ``F_rs`` (the shallow LL, LH, HL have ``dim // 2``).
+    """
+
+    def __init__(self, dim):
+        super().__init__()
+        half = dim // 2
+        self.up = nn.ConvTranspose2d(half, half, 4, stride=2, padding=1)
+        self.fuse = nn.Conv2d(dim, half, 1)
+
+    def forward(self, x, ll, lh, hl):
+        x_l, x_r = x.chunk(2, dim=1)  # eq. 17
+        x_l = haar_iwt(ll, lh, hl, x_l)  # eq. 18
+        return self.fuse(torch.cat([x_l, self.up(x_r)], dim=1))  # eq. 19
+
+
+@ARCH_REGISTRY.register()
+class LAAT(nn.Module):
+    """LAAT face super-resolution network (Sec. 3, Fig. 1). Input: LR (N, 3, h, w) in [0, 1]; output: (N, 3, h*s, w*s).
+
+    Args:
+        upscale (int): Scale factor s (4 or 8). The LR face is bicubic-upsampled to h*s x w*s inside (eq. 1's ``I^L``).
+        num_feat (int): C, the channels after eq. 1 (32, Sec. 4.2). Step i of the extraction stage has ``C * 2**(i-1)``
+            channels; the transformation stage works on ``8C`` (= 256) channels, which is exactly F_es^4's width, so no
+            projection is needed to reach the paper's 256; recovery step j has ``C * 2**(5-j)`` channels.
+        num_blocks (int): RSA blocks per step (2, Sec. 3.1).
+        extraction_heads (tuple[int]): Heads of the 4 extraction steps (2^(i-1), Sec. 4.2).
+        transformation_heads (int): Heads of the transformation stage (16, Sec. 4.2).
+        recovery_heads (tuple[int]): Heads of the 4 recovery steps (2^(4-j), Sec. 4.2).
+        lam (int): lambda of the full RSA (4, Sec. 4.2).
+        csa_max_tokens (int): Maps with at most this many positions use CSA only (lambda = 1): 32*32 (Sec. 4.2).
+        img_size (int | tuple[int]): HR size used to apply the rule above when the network is built (the per-level
+            choice of RSA or CSA fixes which weights exist). Default 128, the paper's training size. Other HR sizes run
+            with the same per-level choice as long as they are multiples of the level factors (see ``size_multiple``).
+        region_size (int | None): Region side (see :class:`RSA`); None = lambda, the paper's coarse-token footprint.
+        mlp_ratio (float): MLP width ratio (see :class:`RSABlock`).
+        fim_reduction (int): Channel-attention reduction in FIM (see :class:`FIM`).
+        share_fim (bool): One FIM for the full and the coarse map in RSA (eq. 8 uses one ``H_FIM``).
+        share_attention (bool): One MHSA for the coarse and the region attention (see :class:`RSA`).
+        negative_slope (float): LeakyReLU slope of eq. 1 and of the final conv. The paper does not give it; 0.2 is the
+            usual value in BasicSR's networks.
+        final_act (bool): The LeakyReLU after the last 3x3 conv (Sec. 3.1: "a 3x3 convolution and a LeakyReLU activation
+            to obtain the residual image"). Default True, as written in the paper.
+        use_sdpa (bool): Fused ``F.scaled_dot_product_attention`` for every attention output (same result as the
+            explicit path; the region scores are always computed by the blocked explicit softmax).
+        channels_last (bool): Keep the feature maps in ``torch.channels_last`` memory format (faster convs on GPUs).
+        block_elems (int): Size budget (elements) of one block of an attention map on the blocked path.
+    """
+
+    def __init__(self,
+                 upscale=8,
+                 num_feat=32,
+                 num_blocks=2,
+                 extraction_heads=(1, 2, 4, 8),
+                 transformation_heads=16,
+                 recovery_heads=(8, 4, 2, 1),
+                 lam=4,
+                 csa_max_tokens=32 * 32,
+                 img_size=128,
+                 region_size=None,
+                 mlp_ratio=2.,
+                 fim_reduction=16,
+                 share_fim=True,
+                 share_attention=False,
+                 negative_slope=0.2,
+                 final_act=True,
+                 use_sdpa=True,
+                 channels_last=False,
+                 block_elems=2**23):
+        super().__init__()
+        if upscale not in (2, 4, 8):
+            raise ValueError(f'LAAT: upscale must be 4 or 8 (2 also works), got {upscale}.')
+        self.upscale = upscale
+        self.channels_last = channels_last
+        img_h, img_w = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+        if img_h % 8 or img_w % 8:
+            raise ValueError(f'LAAT: img_size {img_h}x{img_w} must be a multiple of 8 (three 2x down-samplings).')
+        # lambda per pyramid level (level l works on HR size / 2**l): CSA where the map has <= csa_max_tokens positions.
+        self.level_lams = [1 if (img_h >> lvl) * (img_w >> lvl) <= csa_max_tokens else lam for lvl in range(4)]
+        rs = region_size or lam
+        hr_multiple = 8
+        for lvl, lvl_lam in enumerate(self.level_lams):
+            if lvl_lam > 1:
+                hr_multiple = hr_multiple * (2**lvl * rs) // math.gcd(hr_multiple, 2**lvl * rs)
+        self.hr_multiple = hr_multiple
+        self.size_multiple = hr_multiple // math.gcd(hr_multiple, upscale)  # at LR size
+
+        def stage(dim, heads, lvl):
+            return nn.Sequential(*[
+                RSABlock(
+                    dim,
+                    heads,
+                    mlp_ratio,
+                    lam=self.level_lams[lvl],
+                    region_size=region_size if self.level_lams[lvl] > 1 else None,
+                    fim_reduction=fim_reduction,
+                    share_fim=share_fim,
+                    share_attention=share_attention,
+                    use_sdpa=use_sdpa,
+                    block_elems=block_elems) for _ in range(num_blocks)
+            ])
+
+        c = num_feat
+        self.conv_first = nn.Conv2d(3, c, 3, padding=1)  # eq. 1
+        self.act = nn.LeakyReLU(negative_slope, inplace=True)
+        self.extraction = nn.ModuleList([stage(c * 2**i, extraction_heads[i], i) for i in range(4)])  # eq. 2
+        self.downs = nn.ModuleList([nn.Conv2d(c * 2**i, c * 2**(i + 1), 4, stride=2, padding=1) for i in range(3)])
+        # eq. 3: 3x3 convs on LL / LH / HL of step i, to the width of the deep half they meet in WFM (2x step i's).
+        self.wt_convs = nn.ModuleList(
+            [nn.ModuleList([nn.Conv2d(c * 2**i, c * 2**(i + 1), 3, padding=1) for _ in range(3)]) for i in range(3)])
+        self.transformation = stage(c * 8, transformation_heads, 3)  # eq. 4
+        self.recovery = nn.ModuleList([stage(c * 2**(4 - j), recovery_heads[j], 3 - j) for j in range(4)])  # eq. 5
+        self.wfms = nn.ModuleList([WFM(c * 2**(4 - j)) for j in range(3)])
+        self.conv_last = nn.Conv2d(2 * c, 3, 3, padding=1)
+        self.act_last = nn.LeakyReLU(negative_slope) if final_act else nn.Identity()
+
+    def forward(self, x):
+        check_divisible(
+            x, self.size_multiple, 'LAAT',
+            f'This LAAT (x{self.upscale}, lambda per pyramid level {self.level_lams}) takes HR sizes that are '
+            f'multiples of {self.hr_multiple}, i.e. LR heights and widths that are multiples of {self.size_multiple}.')
+        h, w = x.shape[-2:]
+        img_l = upsample_to(x, size=(h * self.upscale, w * self.upscale))  # I^L
+        feat = self.conv_first(img_l)
+        if self.channels_last:
+            feat = feat.contiguous(memory_format=torch.channels_last)
+        feat = self.act(feat)  # F_es^0
+        skips = []
+        for i in range(4):
+            feat = self.extraction[i](feat)  # \hat F_es^i
+            if i < 3:
+                ll, lh, hl, _ = haar_wt(feat)
+                skips.append([conv(band) for conv, band in zip(self.wt_convs[i], (ll, lh, hl))])
+                feat = self.downs[i](feat)  # F_es^i
+        feat = torch.cat([self.transformation(feat), feat], dim=1)  # F_ts
+        feat = self.recovery[0](feat)  # F_rs^1
+        for j in range(1, 4):
+            feat = self.recovery[j](self.wfms[j - 1](feat, *skips[3 - j]))  # F_rs^(j+1), step i = 5 - (j + 1)
+        return img_l + self.act_last(self.conv_last(feat))
