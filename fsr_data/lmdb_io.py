@@ -68,8 +68,11 @@ class LmdbWriter:
             except lmdb.MapFullError:
                 self.env.set_mapsize(self.env.info()['map_size'] * 2)
 
-    def close(self):
-        self.commit()
+    def close(self, commit=True):
+        """Commit the queued pairs (unless ``commit`` is False: they are dropped) and close the environment."""
+        if commit:
+            self.commit()
+        self.pending = []
         self.env.sync()
         self.env.close()
 

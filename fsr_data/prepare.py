@@ -341,7 +341,7 @@ class PrepareJob:
                                       'run: choose another output folder or pass --overwrite.')
         os.makedirs(self.out, exist_ok=True)
         if osp.isfile(osp.join(self.stage, 'FINALIZING')):
-            return self._finalize()
+            return self._finalize(_fault)
         done, entries = self._load_stage()
         todo = [(r, k) for r, k in zip(self.rel, self.keys) if r not in done]
         if todo:
@@ -375,6 +375,7 @@ class PrepareJob:
             pending_entries.clear()
             pending_skips.clear()
 
+        completed = False
         try:
             for n, (rel, key) in enumerate(todo):
                 try:
@@ -395,17 +396,18 @@ class PrepareJob:
                 if len(pending_entries) + len(pending_skips) >= a.commit_every:
                     flush()
             flush()
+            completed = True
         finally:
             bar.close()
             man.close()
             rep.close()
             for w in writers.values():
-                w.close()
+                w.close(commit=completed)
         with open(osp.join(self.stage, 'FINALIZING'), 'w') as f:
             f.write('all photos processed; moving the LMDBs into place\n')
-        return self._finalize()
+        return self._finalize(_fault)
 
-    def _finalize(self):
+    def _finalize(self, _fault=None):
         a = self.args
         _, entries = self._load_stage()
         ordered = sorted(entries.values(), key=lambda e: e['key'])
@@ -422,6 +424,8 @@ class PrepareJob:
                 if osp.isdir(dst):
                     shutil.rmtree(dst)
                 os.replace(src, dst)
+                if _fault:
+                    _fault('after_move', n)
         skipped = osp.join(self.stage, 'skipped.partial.tsv')
         n_skipped = 0
         with open(osp.join(self.out, 'skipped.tsv.tmp'), 'w') as f:
