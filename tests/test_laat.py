@@ -130,7 +130,7 @@ def naive_rsa(rsa, x):
         out_f = x[i].clone()
         for t, (py, px) in enumerate(positions):
             out_f[:, py, px] += refined[t]
-        up = rsa.up(out_c.T.reshape(1, c, hc, wc))[0]
+        up = F.conv_transpose2d(out_c.T.reshape(1, c, hc, wc), rsa.up.weight, rsa.up.bias, stride=lam)[0]  # eq. 12
         out[i] = rsa.dwconv((out_f + up)[None])[0]
     return out, torch.tensor(indices)
 
