@@ -1,0 +1,522 @@
+"""``fsr-benchmark``: bicubic and any list of trained networks on one face test set, with a stated protocol.
+
+Examples::
+
+    # a prepared dataset folder (hr.lmdb + lr_x4.lmdb, or hr/ + lr_x4/ image folders)
+    fsr-benchmark --data datasets/demo/test --scale 4 --opt options/test_tanet_x4.yml \\
+        --net "W-Net=experiments/WNet_demo_x4/models/net_g_latest.pth" --out results/benchmark_x4
+    # a plain folder of HR faces: the LR faces are made here with BasicSR's MATLAB-style bicubic imresize
+    fsr-benchmark --data my_faces/ --scale 8 --net "AMINet=net_g_latest.pth,options/test_aminet_x8.yml"
+
+Networks:
+
+* ``--opt FILE.yml`` (repeatable): a BasicSR test/train options file; the network is ``network_g``, the checkpoint
+  ``path.pretrain_network_g`` (key ``path.param_key_g``, default ``params``), the label the option's ``name``.
+* ``--net LABEL=CHECKPOINT[,OPTIONS.yml]`` (repeatable): without ``OPTIONS.yml``, the options file that BasicSR copied
+  into the experiment folder (``experiments/<name>/*.yml``, next to ``models/``) gives ``network_g``; the weights are
+  ``params_ema`` when the checkpoint has them, else ``params``.
+
+Checkpoints are read with ``torch.load(weights_only=True)``; BasicSR's ``params_ema`` / ``params`` keys and a plain
+state_dict work. Networks that need LR sizes divisible by ``size_multiple`` get a replicate padding, cropped off after.
+
+Protocol (written at the top of every table): PSNR and SSIM are BasicSR's ``calculate_psnr`` / ``calculate_ssim``
+(SSIM: 11x11 Gaussian window, sigma 1.5, as the MATLAB code of Wang et al.) on the Y channel (ITU-R BT.601, as BasicSR
+and MATLAB's ``rgb2ycbcr``) with ``crop_border`` = scale; ``--rgb`` and ``--crop-border 0`` change that. VIF follows the
+same channel/crop choice. LPIPS (AlexNet trunk) and MPS use RGB, the whole face. Identity similarity and landmark
+distance use dlib (face box from the HR face). Outputs are rounded to 8 bits before any metric (BasicSR's ``tensor2img``).
+FID is computed between the set of outputs and the set of HR faces (it needs thousands of faces to mean anything).
+
+A metric whose weights are missing is left out of the tables with a note saying which file to give; no number is ever
+computed with random weights.
+
+Outputs in ``--out``: ``benchmark.md`` (protocol, mean table, notes, per-face table), ``benchmark_mean.csv``,
+``benchmark_per_face.csv``, ``grid.png`` (LR | bicubic | each network | HR for ``--grid-faces`` faces) and, with
+``--save-images``, every output image under ``images/<method>/<face>.png``.
+"""
+import argparse
+import csv
+import cv2
+import glob
+import math
+import numpy as np
+import os
+import sys
+import torch
+import yaml
+
+IMG_EXTS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
+
+# name, better ('higher'/'lower'), format
+METRICS = {
+    'PSNR': ('higher', '{:.2f}'),
+    'SSIM': ('higher', '{:.4f}'),
+    'VIF': ('higher', '{:.4f}'),
+    'LPIPS': ('lower', '{:.4f}'),
+    'MPS': ('higher', '{:.4f}'),
+    'ID': ('higher', '{:.4f}'),
+    'LMD': ('lower', '{:.2f}'),
+    'FID': ('lower', '{:.2f}'),
+}
+
+
+def _load_plugin():
+    from fsr_utils import plugin
+    plugin.load()
+
+
+# -------------------------------------------------------------------------------------------------------------- data
+def read_lmdb(path):
+    """All images of a BasicSR-format LMDB (``meta_info.txt`` + ``data.mdb``) as ``{key: BGR/gray uint8}``."""
+    import lmdb
+    meta = os.path.join(path, 'meta_info.txt')
+    if not os.path.isfile(meta):
+        raise FileNotFoundError(f'{meta} is missing: {path} is not a BasicSR-format LMDB.')
+    with open(meta) as f:
+        keys = [line.split(' ')[0].split('.')[0] for line in f if line.strip()]
+    images = {}
+    env = lmdb.open(path, readonly=True, lock=False, readahead=False)
+    with env.begin(write=False) as txn:
+        for key in keys:
+            buf = txn.get(key.encode('ascii'))
+            if buf is None:
+                raise KeyError(f'{path}: key {key} of meta_info.txt is not in the LMDB.')
+            images[key] = cv2.imdecode(np.frombuffer(buf, np.uint8), cv2.IMREAD_UNCHANGED)
+    env.close()
+    return images
+
+
+def read_folder(path):
+    """All images of a folder (non-recursive) as ``{file stem: BGR/gray uint8}``."""
+    images = {}
+    for file in sorted(os.listdir(path)):
+        if file.lower().endswith(IMG_EXTS):
+            img = cv2.imread(os.path.join(path, file), cv2.IMREAD_UNCHANGED)
+            if img is None:
+                raise ValueError(f'cannot read image {os.path.join(path, file)}')
+            images[os.path.splitext(file)[0]] = img
+    return images
+
+
+def _to_bgr8(img):
+    if img.dtype != np.uint8:
+        if img.dtype == np.uint16:
+            img = (img / 257.).round().astype(np.uint8)
+        else:
+            raise ValueError(f'unsupported image dtype {img.dtype} (8- or 16-bit images only)')
+    if img.ndim == 2:
+        img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    elif img.shape[2] == 4:
+        img = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
+    return img
+
+
+def matlab_bicubic(img, scale):
+    """BasicSR's MATLAB-style bicubic ``imresize`` (antialiased when downscaling) of a BGR uint8 image, rounded.
+
+    Args:
+        img (ndarray): BGR uint8 image.
+        scale (float): Resize factor (e.g. 1/4 to make LR faces, 4 for the bicubic baseline).
+    """
+    from basicsr.utils.matlab_functions import imresize
+    out = imresize(img.astype(np.float32) / 255., scale)
+    return np.clip(np.round(out * 255.), 0, 255).astype(np.uint8)
+
+
+def load_faces(data, scale):
+    """Pairs (name, HR, LR) of BGR uint8 faces from a prepared dataset folder or a plain folder of HR faces.
+
+    Returns:
+        tuple: (list of (name, hr, lr), description of the source for the protocol text)
+    """
+    if not os.path.isdir(data):
+        raise FileNotFoundError(f'--data {data} is not a folder.')
+    lr = None
+    if os.path.isdir(os.path.join(data, 'hr.lmdb')):
+        hr = read_lmdb(os.path.join(data, 'hr.lmdb'))
+        lr_path = os.path.join(data, f'lr_x{scale}.lmdb')
+        if os.path.isdir(lr_path):
+            lr, source = read_lmdb(lr_path), f'`{data}` (hr.lmdb, lr_x{scale}.lmdb)'
+        else:
+            source = f'`{data}` (hr.lmdb; no lr_x{scale}.lmdb: LR made here)'
+    elif os.path.isdir(os.path.join(data, 'hr')):
+        hr = read_folder(os.path.join(data, 'hr'))
+        lr_path = os.path.join(data, f'lr_x{scale}')
+        if os.path.isdir(lr_path):
+            lr, source = read_folder(lr_path), f'`{data}` (hr/, lr_x{scale}/)'
+        else:
+            source = f'`{data}` (hr/; no lr_x{scale}/: LR made here)'
+    else:
+        hr = read_folder(data)
+        source = f'`{data}` (HR faces; LR made here)'
+    if not hr:
+        raise ValueError(f'no HR faces found in {data} (expected hr.lmdb, hr/ or image files).')
+    faces = []
+    for name in sorted(hr):
+        hr_img = _to_bgr8(hr[name])
+        if lr is None:
+            h, w = hr_img.shape[:2]
+            hr_img = hr_img[:h - h % scale, :w - w % scale]  # mod crop, as BasicSR's paired data
+            lr_img = matlab_bicubic(hr_img, 1. / scale)
+        else:
+            if name not in lr:
+                raise KeyError(f'HR face {name} has no LR face at x{scale} in {data}.')
+            lr_img = _to_bgr8(lr[name])
+            if (lr_img.shape[0] * scale, lr_img.shape[1] * scale) != hr_img.shape[:2]:
+                raise ValueError(f'face {name}: LR {lr_img.shape[:2]} x{scale} != HR {hr_img.shape[:2]}.')
+        faces.append((name, hr_img, lr_img))
+    if lr is None:
+        source += ' with BasicSR\'s MATLAB-style bicubic imresize (antialiased)'
+    return faces, source
+
+
+# ---------------------------------------------------------------------------------------------------------- networks
+def load_yaml(path):
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'options file {path} does not exist.')
+    with open(path) as f:
+        return yaml.safe_load(f)
+
+
+def find_experiment_yaml(checkpoint):
+    """The options file BasicSR copied into ``experiments/<name>/``, for a checkpoint in ``<that folder>/models/``."""
+    exp_dir = os.path.dirname(os.path.dirname(os.path.abspath(checkpoint)))
+    found = sorted(glob.glob(os.path.join(exp_dir, '*.yml')))
+    if len(found) != 1:
+        raise FileNotFoundError(
+            f'cannot tell the network of {checkpoint}: {len(found)} options files in {exp_dir}; give one as '
+            '--net LABEL=CHECKPOINT,OPTIONS.yml')
+    return found[0]
+
+
+def parse_net_specs(opts, nets, scale):
+    """Network specs ``{label, network_g, checkpoint, param_key}`` from ``--opt`` and ``--net`` arguments."""
+    specs = []
+    for opt_path in opts or []:
+        opt = load_yaml(opt_path)
+        ckpt = (opt.get('path') or {}).get('pretrain_network_g')
+        if not ckpt:
+            raise ValueError(f'{opt_path}: path.pretrain_network_g is not set (the checkpoint to benchmark).')
+        if opt.get('scale', scale) != scale:
+            raise ValueError(f'{opt_path} is for x{opt.get("scale")}, the benchmark runs at x{scale}.')
+        specs.append(
+            dict(
+                label=opt.get('name') or os.path.splitext(os.path.basename(opt_path))[0],
+                network_g=opt['network_g'],
+                checkpoint=ckpt,
+                param_key=(opt.get('path') or {}).get('param_key_g', 'params')))
+    for text in nets or []:
+        if '=' not in text:
+            raise ValueError(f'--net {text}: expected LABEL=CHECKPOINT[,OPTIONS.yml]')
+        label, rest = text.split('=', 1)
+        ckpt, _, opt_path = rest.partition(',')
+        opt = load_yaml(opt_path or find_experiment_yaml(ckpt))
+        specs.append(dict(label=label, network_g=opt['network_g'], checkpoint=ckpt, param_key=None))
+    labels = [s['label'] for s in specs]
+    if len(set(labels)) != len(labels) or 'Bicubic' in labels:
+        raise ValueError(f'network labels must be unique and not "Bicubic": {labels}')
+    return specs
+
+
+def load_state_dict(checkpoint, param_key=None):
+    """Weights of a BasicSR checkpoint or of a plain state_dict.
+
+    Args:
+        checkpoint (str): ``.pth`` file.
+        param_key (str | None): Key to read (``path.param_key_g`` of an options file); None: ``params_ema`` (the EMA
+            weights BasicSR saves next to ``params`` when ``ema_decay`` > 0), else ``params``.
+    """
+    if not os.path.isfile(checkpoint):
+        raise FileNotFoundError(f'checkpoint {checkpoint} does not exist.')
+    state = torch.load(checkpoint, map_location='cpu', weights_only=True)
+    if isinstance(state, dict):
+        for key in (param_key, 'params_ema', 'params'):
+            if key and isinstance(state.get(key), dict):
+                state = state[key]
+                break
+    return {k[7:] if k.startswith('module.') else k: v for k, v in state.items()}
+
+
+def build_network(spec, device):
+    """The network of a spec, with its checkpoint loaded (strict), in eval mode on ``device``."""
+    from basicsr.utils.registry import ARCH_REGISTRY
+    opt = dict(spec['network_g'])
+    net = ARCH_REGISTRY.get(opt.pop('type'))(**opt)
+    net.load_state_dict(load_state_dict(spec['checkpoint'], spec['param_key']), strict=True)
+    return net.eval().to(device)
+
+
+@torch.no_grad()
+def super_resolve(net, lr, scale, device):
+    """SR of a BGR uint8 LR face (padding to the network's ``size_multiple``); returns a BGR uint8 image."""
+    x = torch.from_numpy(np.ascontiguousarray(lr[..., ::-1].transpose(2, 0, 1))).float().div(255.)[None].to(device)
+    h, w = x.shape[-2:]
+    m = getattr(net, 'size_multiple', 1) or 1
+    ph, pw = (m - h % m) % m, (m - w % m) % m
+    if ph or pw:
+        x = torch.nn.functional.pad(x, (0, pw, 0, ph), mode='replicate')
+    out = net(x)
+    if isinstance(out, (tuple, list)):
+        out = out[0]  # e.g. W-Net's (sr, parsing)
+    out = out[..., :h * scale, :w * scale].clamp(0, 1)
+    return np.round(out[0].float().cpu().numpy().transpose(1, 2, 0)[..., ::-1] * 255.).astype(np.uint8)
+
+
+# ----------------------------------------------------------------------------------------------------------- metrics
+class MetricSuite:
+    """The benchmark's metrics; the ones whose weights are missing are left out with a note."""
+
+    def __init__(self,
+                 scale,
+                 crop_border,
+                 y_channel,
+                 device,
+                 lpips_trunk=None,
+                 lpips_net='alex',
+                 face_metrics=True,
+                 dlib_models=None,
+                 fid_weights=None):
+        from fsr_metrics import face_metric as fm
+        self.fm = fm
+        self.crop_border, self.y_channel = crop_border, y_channel
+        self.notes = []
+        self.names = ['PSNR', 'SSIM', 'VIF']
+        self.lpips = self.dlib = self.fid = None
+        if lpips_trunk:
+            try:
+                self.lpips = fm.get_lpips(lpips_trunk, lpips_net, device)
+                self.names += ['LPIPS', 'MPS']
+            except (FileNotFoundError, ValueError) as err:
+                self.notes.append(f'LPIPS and MPS left out: {err}')
+        else:
+            self.notes.append(f'LPIPS and MPS left out: no `--lpips-trunk` (torchvision\'s '
+                              f'{fm.LPIPS_TRUNK_FILES[lpips_net]}).')
+        if face_metrics:
+            try:
+                self.dlib = fm.get_dlib(dlib_models)
+                self.names += ['ID', 'LMD']
+            except (FileNotFoundError, ImportError) as err:
+                self.notes.append(f'Identity similarity and landmark distance left out: {err}')
+        else:
+            self.notes.append('Identity similarity and landmark distance left out: `--no-face-metrics`.')
+        if fid_weights:
+            try:
+                self.fid = fm.FIDCalculator(fid_weights, device=device)
+                self.names += ['FID']
+            except (FileNotFoundError, ImportError) as err:
+                self.notes.append(f'FID left out: {err}')
+        else:
+            self.notes.append(f'FID left out: no `--fid-weights` (pytorch-fid\'s {fm.FID_WEIGHTS_FILE}).')
+        self._hr_cache = {}
+
+    def _hr_face(self, name, hr):
+        if name not in self._hr_cache:
+            rgb = self.dlib.to_rgb(hr)
+            box = self.dlib.face_box(rgb)
+            self._hr_cache[name] = (box, self.dlib.descriptor(rgb, box), self.dlib.landmarks68(rgb, box))
+        return self._hr_cache[name]
+
+    def per_face(self, name, sr, hr):
+        """The per-face metrics of one output (all but FID)."""
+        from basicsr.metrics import calculate_psnr, calculate_ssim
+        kw = dict(crop_border=self.crop_border, test_y_channel=self.y_channel)
+        res = {
+            'PSNR': calculate_psnr(sr, hr, **kw),
+            'SSIM': calculate_ssim(sr, hr, **kw),
+            'VIF': self.fm.calculate_face_vif(sr, hr, **kw)
+        }
+        if self.lpips is not None:
+            res['LPIPS'] = self.lpips(sr, hr)
+            res['MPS'] = self.fm.mps_from(res['SSIM'], res['LPIPS'])
+        if self.dlib is not None:
+            box, desc, marks = self._hr_face(name, hr)
+            rgb = self.dlib.to_rgb(sr)
+            res['ID'] = float(np.dot(self.dlib.descriptor(rgb, box), desc))
+            res['LMD'] = float(np.linalg.norm(self.dlib.landmarks68(rgb, box) - marks, axis=1).mean())
+        return {k: float(v) for k, v in res.items()}
+
+
+def protocol_text(args, source, num_faces, suite):
+    channel = 'RGB (mean over channels)' if args.rgb else 'Y channel of YCbCr (ITU-R BT.601, BasicSR `to_y_channel`)'
+    lines = [
+        f'- Data: {source}; {num_faces} faces; scale x{args.scale}.',
+        '- PSNR, SSIM: BasicSR `calculate_psnr` / `calculate_ssim` (11x11 Gaussian window, sigma 1.5) on the '
+        f'{channel}, '
+        f'crop_border = {args.crop_border}; outputs rounded to 8 bits first.',
+        '- VIF: pixel-domain VIF (Sheikh & Bovik 2006, `vifp_mscale`), same channel and crop.',
+        '- Bicubic: BasicSR\'s MATLAB-style `imresize` of the LR face.',
+    ]
+    if 'LPIPS' in suite.names:
+        lines.append(f'- LPIPS: `lpips` v0.1, {args.lpips_net} trunk from `{args.lpips_trunk}`, RGB, whole face; '
+                     'MPS = 0.5 * (SSIM + 1 - LPIPS) (TANet eq. 18).')
+    if 'ID' in suite.names:
+        lines.append('- ID: cosine of dlib\'s 128-d face descriptors of output and HR; LMD: mean distance (HR pixels) '
+                     'of dlib\'s 68 landmarks; both from the face box dlib finds on the HR face (whole image if none).')
+    if 'FID' in suite.names:
+        lines.append(f'- FID: pytorch-fid Inception (`{args.fid_weights}`), outputs vs HR faces, {num_faces} faces '
+                     '(unreliable below a few thousand).')
+    return lines
+
+
+# ----------------------------------------------------------------------------------------------------------- outputs
+def _fmt(metric, value):
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return '-'
+    if math.isinf(value):
+        return 'inf'
+    return METRICS[metric][1].format(value)
+
+
+def write_tables(out_dir, methods, names, per_face, means, protocol, notes, scale):
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, 'benchmark_mean.csv'), 'w', newline='') as f:
+        writer = csv.writer(f)
+        writer.writerow(['method'] + names)
+        for m in methods:
+            writer.writerow([m] + [repr(means[m].get(n)) if means[m].get(n) is not None else '' for n in names])
+    face_names = [n for n in names if n != 'FID']
+    with open(os.path.join(out_dir, 'benchmark_per_face.csv'), 'w', newline='') as f:
+        writer = csv.writer(f)
+        writer.writerow(['face', 'method'] + face_names)
+        for face, rows in per_face.items():
+            for m in methods:
+                writer.writerow([face, m] + [repr(rows[m][n]) for n in face_names])
+    arrows = {n: '↑' if METRICS[n][0] == 'higher' else '↓' for n in names}
+    md = [f'# Face super-resolution benchmark, x{scale}', '', '## Protocol', ''] + protocol + ['', '## Mean', '']
+    md.append('| Method | ' + ' | '.join(f'{n} {arrows[n]}' for n in names) + ' |')
+    md.append('|---|' + '---:|' * len(names))
+    for m in methods:
+        md.append(f'| {m} | ' + ' | '.join(_fmt(n, means[m].get(n)) for n in names) + ' |')
+    if notes:
+        md += ['', 'Notes:', ''] + [f'- {n}' for n in notes]
+    md += ['', '## Per face', '']
+    md.append('| Face | Method | ' + ' | '.join(f'{n} {arrows[n]}' for n in face_names) + ' |')
+    md.append('|---|---|' + '---:|' * len(face_names))
+    for face, rows in per_face.items():
+        for m in methods:
+            md.append(f'| {face} | {m} | ' + ' | '.join(_fmt(n, rows[m][n]) for n in face_names) + ' |')
+    with open(os.path.join(out_dir, 'benchmark.md'), 'w', encoding='utf-8') as f:
+        f.write('\n'.join(md) + '\n')
+    return md
+
+
+def make_grid(rows, labels, path):
+    """A PNG grid: one row per face (list of same-size BGR images), a header with the column labels."""
+    h, w = rows[0][0].shape[:2]
+    font, thick = cv2.FONT_HERSHEY_SIMPLEX, 1
+    scale = max(0.3, min(0.5, w / 256))
+    while scale > 0.25 and max(cv2.getTextSize(t, font, scale, thick)[0][0] for t in labels) > w - 4:
+        scale -= 0.05
+    header_h = int(cv2.getTextSize('Ag', font, scale, thick)[0][1] * 2.2) + 4
+    gap = 2
+    grid = np.full((header_h + len(rows) * (h + gap), len(labels) * (w + gap) - gap, 3), 255, np.uint8)
+    for j, label in enumerate(labels):
+        tw, th = cv2.getTextSize(label, font, scale, thick)[0]
+        cv2.putText(grid, label, (j * (w + gap) + max(0, (w - tw) // 2), (header_h + th) // 2), font, scale, (0, 0, 0),
+                    thick, cv2.LINE_AA)
+    for i, row in enumerate(rows):
+        for j, img in enumerate(row):
+            y, x = header_h + i * (h + gap), j * (w + gap)
+            grid[y:y + h, x:x + w] = img
+    cv2.imwrite(path, grid)
+    return grid
+
+
+# -------------------------------------------------------------------------------------------------------------- main
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(
+        prog='fsr-benchmark',
+        description='Evaluate bicubic and trained networks on a face test set; write Markdown/CSV tables and an image '
+        'grid that state the protocol.',
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument(
+        '--data',
+        required=True,
+        help='prepared dataset folder (hr.lmdb + lr_xS.lmdb, or hr/ + lr_xS/) '
+        'or a folder of HR faces')
+    p.add_argument('--scale', type=int, required=True, help='upscaling factor (4 or 8)')
+    p.add_argument('--opt', action='append', default=[], help='BasicSR options file of a network (repeatable)')
+    p.add_argument('--net', action='append', default=[], help='LABEL=CHECKPOINT[,OPTIONS.yml] (repeatable)')
+    p.add_argument('--out', default=None, help='output folder (default: results/benchmark_x<scale>)')
+    p.add_argument('--rgb', action='store_true', help='PSNR/SSIM/VIF on RGB instead of the Y channel')
+    p.add_argument('--crop-border', type=int, default=None, help='pixels cropped at each edge (default: the scale)')
+    p.add_argument('--lpips-trunk', default=None, help='torchvision trunk weights for LPIPS (alexnet-owt-7be5be79.pth)')
+    p.add_argument('--lpips-net', default='alex', choices=['alex', 'vgg'])
+    p.add_argument('--fid-weights', default=None, help='pytorch-fid pt_inception-2015-12-05-6726825d.pth')
+    p.add_argument('--dlib-models', default=None, help='folder of dlib .dat files (default: face_recognition_models)')
+    p.add_argument('--no-face-metrics', action='store_true', help='skip identity similarity and landmark distance')
+    p.add_argument('--grid-faces', type=int, default=4, help='faces shown in grid.png (0: no grid)')
+    p.add_argument('--save-images', action='store_true', help='save every output under <out>/images/<method>/')
+    p.add_argument('--device', default='auto', help='auto, cpu, cuda or cuda:N')
+    p.add_argument('--limit', type=int, default=None, help='evaluate the first N faces only')
+    args = p.parse_args(argv)
+    if args.crop_border is None:
+        args.crop_border = args.scale
+    if args.out is None:
+        args.out = os.path.join('results', f'benchmark_x{args.scale}')
+    return args
+
+
+def run(args):
+    """Run the benchmark; returns ``(methods, means, per_face, notes)``."""
+    from tqdm import tqdm
+    _load_plugin()
+    device = torch.device(('cuda' if torch.cuda.is_available() else 'cpu') if args.device == 'auto' else args.device)
+    faces, source = load_faces(args.data, args.scale)
+    if args.limit:
+        faces = faces[:args.limit]
+    specs = parse_net_specs(args.opt, args.net, args.scale)
+    suite = MetricSuite(args.scale, args.crop_border, not args.rgb, device, args.lpips_trunk, args.lpips_net,
+                        not args.no_face_metrics, args.dlib_models, args.fid_weights)
+    methods = ['Bicubic'] + [s['label'] for s in specs]
+    per_face = {name: {} for name, _, _ in faces}
+    outputs = {m: {} for m in methods}
+    grid_names = [name for name, _, _ in faces[:max(0, args.grid_faces)]]
+    for method, spec in zip(methods, [None] + specs):
+        net = build_network(spec, device) if spec else None
+        for name, hr, lr in tqdm(faces, desc=method, unit='face', file=sys.stdout):
+            if net is None:
+                sr = matlab_bicubic(lr, args.scale)
+            else:
+                sr = super_resolve(net, lr, args.scale, device)
+            if sr.shape != hr.shape:
+                raise ValueError(f'{method} gives {sr.shape} for face {name}, the HR face is {hr.shape}.')
+            per_face[name][method] = suite.per_face(name, sr, hr)
+            if suite.fid is not None or name in grid_names:
+                outputs[method][name] = sr
+            if args.save_images:
+                path = os.path.join(args.out, 'images', method, f'{name}.png')
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                cv2.imwrite(path, sr)
+        del net
+    face_names = [n for n in suite.names if n != 'FID']
+    means = {m: {n: float(np.mean([per_face[f][m][n] for f in per_face])) for n in face_names} for m in methods}
+    if suite.fid is not None:
+        hr_feats = suite.fid.features([hr for _, hr, _ in faces])
+        for m in methods:
+            means[m]['FID'] = suite.fid.frechet(suite.fid.features([outputs[m][n] for n, _, _ in faces]), hr_feats)
+    protocol = protocol_text(args, source, len(faces), suite)
+    write_tables(args.out, methods, suite.names, per_face, means, protocol, suite.notes, args.scale)
+    if grid_names:
+        lookup = {name: (hr, lr) for name, hr, lr in faces}
+        rows = []
+        for name in grid_names:
+            hr, lr = lookup[name]
+            lr_up = cv2.resize(lr, (hr.shape[1], hr.shape[0]), interpolation=cv2.INTER_NEAREST)
+            rows.append([lr_up] + [outputs[m][name] for m in methods] + [hr])
+        make_grid(rows, ['LR'] + methods + ['HR'], os.path.join(args.out, 'grid.png'))
+    return methods, means, per_face, suite.notes
+
+
+def main(argv=None):
+    """Entry point of ``fsr-benchmark``."""
+    args = parse_args(argv)
+    run(args)
+    with open(os.path.join(args.out, 'benchmark.md'), encoding='utf-8') as f:
+        text = f.read()
+    print(text.split('## Per face')[0].rstrip())
+    print(f'\nWrote {args.out}/benchmark.md, benchmark_mean.csv, benchmark_per_face.csv' +
+          (', grid.png' if args.grid_faces > 0 else ''))
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,157 @@
+"""fsr-benchmark (fsr_metrics/benchmark.py) on tiny face sets: bicubic and a tiny untrained network, tables, grid."""
+import csv
+import cv2
+import numpy as np
+import os
+import pytest
+import sys
+import torch
+import yaml
+from helpers import make_face_dataset, run_command, synthetic_face
+
+from fsr_utils import compat
+
+compat.install_torchvision_shim()
+
+from basicsr.archs.srresnet_arch import MSRResNet  # noqa: E402
+from basicsr.metrics import calculate_psnr  # noqa: E402
+
+from fsr_metrics import benchmark  # noqa: E402
+
+NET_G = {'type': 'MSRResNet', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 8, 'num_block': 1, 'upscale': 4}
+
+
+def _tiny_net(tmp_path, name='tiny', extra_keys=()):
+    """A tiny untrained MSRResNet, saved as a BasicSR checkpoint, and an options YAML naming it."""
+    torch.manual_seed(0)
+    net = MSRResNet(**{k: v for k, v in NET_G.items() if k != 'type'})
+    ckpt = tmp_path / f'{name}.pth'
+    torch.save({'params': net.state_dict(), **{k: net.state_dict() for k in extra_keys}}, str(ckpt))
+    opt = {
+        'name': name,
+        'scale': 4,
+        'network_g': NET_G,
+        'path': {
+            'pretrain_network_g': str(ckpt),
+            'param_key_g': 'params'
+        }
+    }
+    opt_path = tmp_path / f'{name}.yml'
+    opt_path.write_text(yaml.safe_dump(opt))
+    return net, ckpt, opt_path
+
+
+def _read_csv(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_hr_folder_with_bicubic_and_a_network(tmp_path):
+    rng = np.random.default_rng(0)
+    hr_dir = tmp_path / 'faces'
+    hr_dir.mkdir()
+    hrs = {}
+    for i in range(3):
+        hrs[f'face{i}'] = synthetic_face(66, 66, rng)[0]  # 66: mod-cropped to 64 for x4
+        cv2.imwrite(str(hr_dir / f'face{i}.png'), hrs[f'face{i}'])
+    net, _, opt_path = _tiny_net(tmp_path)
+    out = tmp_path / 'out'
+    benchmark.main([
+        '--data',
+        str(hr_dir), '--scale', '4', '--opt',
+        str(opt_path), '--out',
+        str(out), '--grid-faces', '2', '--device', 'cpu', '--lpips-trunk',
+        str(tmp_path / 'missing_alexnet.pth')
+    ])
+
+    md = (out / 'benchmark.md').read_text()
+    assert 'Y channel' in md and 'crop_border = 4' in md and 'MATLAB-style bicubic imresize' in md
+    assert '| Bicubic |' in md and '| tiny |' in md
+    assert 'LPIPS and MPS left out' in md and 'missing_alexnet.pth' in md and 'LPIPS ↓' not in md
+    assert 'FID left out' in md
+
+    rows = _read_csv(out / 'benchmark_per_face.csv')
+    assert [(r['face'], r['method']) for r in rows] == [(f'face{i}', m) for i in range(3) for m in ('Bicubic', 'tiny')]
+    assert {'PSNR', 'SSIM', 'VIF', 'ID', 'LMD'} <= set(rows[0])
+    # bicubic PSNR = BasicSR's Y-channel PSNR of the MATLAB-style bicubic of the MATLAB-style LR
+    hr = hrs['face0'][:64, :64]
+    bic = benchmark.matlab_bicubic(benchmark.matlab_bicubic(hr, 0.25), 4)
+    assert float(rows[0]['PSNR']) == pytest.approx(calculate_psnr(bic, hr, 4, test_y_channel=True))
+    # the untrained network is far worse than bicubic; the mean row is the mean of the per-face rows
+    means = {r['method']: r for r in _read_csv(out / 'benchmark_mean.csv')}
+    for method in ('Bicubic', 'tiny'):
+        per = [float(r['PSNR']) for r in rows if r['method'] == method]
+        assert float(means[method]['PSNR']) == pytest.approx(np.mean(per))
+    assert float(means['tiny']['PSNR']) < float(means['Bicubic']['PSNR'])
+    assert float(means['Bicubic']['ID']) > float(means['tiny']['ID'])
+
+    grid = cv2.imread(str(out / 'grid.png'))
+    header = grid.shape[0] - 2 * (64 + 2)
+    assert 10 < header < 40 and grid.shape[1] == 4 * (64 + 2) - 2  # LR | Bicubic | tiny | HR
+    np.testing.assert_array_equal(grid[header + 66:header + 130, -64:], hrs['face1'][:64, :64])
+
+
+def test_prepared_lmdb_dataset_rgb_crop0_and_experiment_folder(tmp_path):
+    data = make_face_dataset(tmp_path / 'data', num=2, hr_size=(48, 48), scales=(4, ))
+    exp = tmp_path / 'experiments' / 'tiny_exp'
+    (exp / 'models').mkdir(parents=True)
+    net, ckpt, opt_path = _tiny_net(exp / 'models', name='net_g_5', extra_keys=('params_ema', ))
+    os.replace(opt_path, exp / 'train_tiny.yml')  # as BasicSR copies the options file into the experiment folder
+    out = tmp_path / 'out'
+    benchmark.main([
+        '--data', data['root'], '--scale', '4', '--net', f'Tiny net={ckpt}', '--out',
+        str(out), '--rgb', '--crop-border', '0', '--no-face-metrics', '--grid-faces', '0', '--device', 'cpu',
+        '--save-images'
+    ])
+    md = (out / 'benchmark.md').read_text()
+    assert 'RGB' in md and 'crop_border = 0' in md and '(hr.lmdb, lr_x4.lmdb)' in md
+    assert '--no-face-metrics' in md and not (out / 'grid.png').exists()
+    rows = _read_csv(out / 'benchmark_per_face.csv')
+    hr = benchmark.read_lmdb(data['hr'])['00000']
+    lr = benchmark.read_lmdb(data['lr_x4'])['00000']
+    assert float(rows[0]['PSNR']) == pytest.approx(calculate_psnr(benchmark.matlab_bicubic(lr, 4), hr, 0))
+    sr = benchmark.super_resolve(net.eval(), lr, 4, torch.device('cpu'))
+    np.testing.assert_array_equal(cv2.imread(str(out / 'images' / 'Tiny net' / '00000.png')), sr)
+    assert float(rows[1]['PSNR']) == pytest.approx(calculate_psnr(sr, hr, 0))
+
+
+def test_checkpoint_keys_and_errors(tmp_path):
+    torch.manual_seed(0)
+    a, b = MSRResNet(num_feat=4, num_block=1), MSRResNet(num_feat=4, num_block=1)
+    path = tmp_path / 'both.pth'
+    torch.save({'params': a.state_dict(), 'params_ema': {f'module.{k}': v for k, v in b.state_dict().items()}}, path)
+    ema = benchmark.load_state_dict(str(path))  # params_ema first, DataParallel prefix removed
+    assert torch.equal(ema['conv_first.weight'], b.conv_first.weight)
+    assert torch.equal(benchmark.load_state_dict(str(path), 'params')['conv_first.weight'], a.conv_first.weight)
+    with pytest.raises(FileNotFoundError, match='does not exist'):
+        benchmark.load_state_dict(str(tmp_path / 'nope.pth'))
+    with pytest.raises(FileNotFoundError, match='LABEL=CHECKPOINT,OPTIONS.yml'):
+        benchmark.parse_net_specs([], [f'x={path}'], 4)
+
+
+def test_super_resolve_pads_to_size_multiple():
+
+    class Nearest(torch.nn.Module):
+        size_multiple = 4
+
+        def forward(self, x):
+            assert x.shape[-1] % 4 == 0 and x.shape[-2] % 4 == 0
+            return torch.nn.functional.interpolate(x, scale_factor=2, mode='nearest'), None
+
+    lr = np.random.default_rng(0).integers(0, 256, (10, 7, 3), dtype=np.uint8)
+    sr = benchmark.super_resolve(Nearest(), lr, 2, torch.device('cpu'))
+    np.testing.assert_array_equal(sr, cv2.resize(lr, (14, 20), interpolation=cv2.INTER_NEAREST))
+
+
+def test_script_runs_from_a_checkout(tmp_path):
+    hr_dir = tmp_path / 'faces'
+    hr_dir.mkdir()
+    cv2.imwrite(str(hr_dir / 'a.png'), synthetic_face(64, 64, np.random.default_rng(1))[0])
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'scripts', 'benchmark.py')
+    proc = run_command([
+        sys.executable, script, '--data',
+        str(hr_dir), '--scale', '8', '--out',
+        str(tmp_path / 'o'), '--no-face-metrics', '--grid-faces', '1'
+    ], tmp_path)
+    assert '| Bicubic |' in proc.stdout and 'crop_border = 8' in proc.stdout
+    assert (tmp_path / 'o' / 'grid.png').exists()
