@@ -23,8 +23,9 @@ Protocol (written at the top of every table): PSNR and SSIM are BasicSR's ``calc
 (SSIM: 11x11 Gaussian window, sigma 1.5, as the MATLAB code of Wang et al.) on the Y channel (ITU-R BT.601, as BasicSR
 and MATLAB's ``rgb2ycbcr``) with ``crop_border`` = scale; ``--rgb`` and ``--crop-border 0`` change that. VIF follows the
 same channel/crop choice. LPIPS (AlexNet trunk) and MPS use RGB, the whole face. Identity similarity and landmark
-distance use dlib (face box from the HR face). Outputs are rounded to 8 bits before any metric (BasicSR's ``tensor2img``).
-FID is computed between the set of outputs and the set of HR faces (it needs thousands of faces to mean anything).
+distance use dlib (face box from the HR face). Outputs are rounded to 8 bits before any metric (as BasicSR's
+``tensor2img``). FID is computed between the set of outputs and the set of HR faces (it needs thousands of faces to
+mean anything).
 
 A metric whose weights are missing is left out of the tables with a note saying which file to give; no number is ever
 computed with random weights.
