@@ -4,7 +4,8 @@ import os
 import pytest
 import torch
 import yaml
-from helpers import loss_fell, make_face_dataset, read_losses, run_fsr_train, tiny_train_opt
+from helpers import (console_script, loss_fell, make_face_dataset, read_losses, run_command, subprocess_env,
+                     tiny_train_opt, write_opt)
 
 from fsr_arch.amigan_discriminator_arch import TINY_CONFIG as D_TINY
 from fsr_arch.amigan_discriminator_arch import AMIGANDiscriminator
@@ -15,6 +16,16 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OPTIONS = sorted(
     glob.glob(os.path.join(REPO, 'options', '*aminet*.yml')) + glob.glob(os.path.join(REPO, 'options', '*amigan*.yml')))
 PAPER_PARAMS = 12.62e6  # Table II
+
+
+@pytest.fixture(autouse=True, scope='module')
+def one_thread():
+    """One intra-op thread: the tiny networks run hundreds of small ops, for which a second thread brings nothing and
+    thread hand-offs cost a lot on a busy 2-core machine. Restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def tiny(upscale, **kwargs):
@@ -243,8 +254,8 @@ def test_option_files_build_network(path):
         net = build_network(dict(opt['network_g'])).eval()
         assert isinstance(net, AMINet)
         assert net(torch.rand(1, 3, 128 // opt['scale'], 128 // opt['scale'])).shape == (1, 3, 128, 128)
-    assert sum(p.numel() for p in net.parameters()) == sum(p.numel()
-                                                           for p in AMINet(**PAPER_CONFIGS['x8']).parameters())
+        paper = AMINet(**PAPER_CONFIGS['x8'])  # the files use the paper configuration
+    assert sum(p.numel() for p in net.parameters()) == sum(p.numel() for p in paper.parameters())
     if 'train' in opt:
         train = opt['train']
         betas = [0.9, 0.99]
@@ -278,12 +289,13 @@ def test_tiny_training_loss_falls(tmp_path):
         },
         data,
         scale=4,
-        total_iter=30,
+        total_iter=12,
         batch_size=4,
         lr=2e-3,
         dataset_type='FSRFaceDataset',
         dataset_extra={'gt_size': 32})
-    run_fsr_train(opt, tmp_path)
+    opt_path = write_opt(opt, tmp_path / 'tiny_aminet.yml')
+    run_command([console_script('fsr-train'), '-opt', opt_path], tmp_path, env=subprocess_env(OMP_NUM_THREADS='1'))
     losses = read_losses(tmp_path, 'tiny_aminet')['l_pix']
     assert loss_fell(losses), losses
-    assert os.path.isfile(tmp_path / 'experiments' / 'tiny_aminet' / 'models' / 'net_g_30.pth')
+    assert os.path.isfile(tmp_path / 'experiments' / 'tiny_aminet' / 'models' / 'net_g_12.pth')
