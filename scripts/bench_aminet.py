@@ -1,0 +1,185 @@
+"""AMINet / AMIGAN benchmark (not a test): parameters, FLOPs, batch-1 latency for 16->128, peak memory.
+
+Usage::
+
+    python scripts/bench_aminet.py                      # CPU, everything (about a minute on 2 cores)
+    python scripts/bench_aminet.py --parts params latency --repeats 10
+    python scripts/bench_aminet.py --device cuda        # GPU latency / memory, plus channels_last and bf16 autocast
+
+Figures:
+
+- ``params``: parameters of the paper configuration (``PAPER_CONFIGS``; the paper's Table II says 12.62M), of each part
+  (encoders, bottleneck, decoders with EDFF, up/down-sampling) and of AMIGAN's discriminator; FLOPs
+  (``torch.utils.flop_counter.FlopCounterMode``, 1 multiply-add = 2 FLOPs; element-wise ops, pooling, softmax and the
+  bicubic up-sampling are not counted) at x8 (16->128) and x4 (32->128).
+- ``latency``: batch-1 forward latency for 16->128 (x8) under ``torch.no_grad``, median of ``--repeats`` runs after a
+  warm-up, with the machine's default thread count (``--threads`` to change it). On CUDA also channels_last and bf16
+  autocast.
+- ``memory``: peak memory of one batch-1 16->128 forward (``torch.no_grad``) and of one training step (forward +
+  backward, batch 1) in a fresh process: on the CPU the peak resident set size (``ru_maxrss``) minus the resident size
+  just before; on CUDA ``torch.cuda.max_memory_allocated`` minus the memory allocated before.
+"""
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+import torch
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO_ROOT not in sys.path:
+    sys.path.insert(0, REPO_ROOT)
+
+
+def build(scale='x8', device='cpu'):
+    from fsr_arch.aminet_arch import PAPER_CONFIGS, AMINet
+    torch.manual_seed(0)
+    return AMINet(**PAPER_CONFIGS[scale]).to(device).eval()
+
+
+def _sync(device):
+    if torch.device(device).type == 'cuda':
+        torch.cuda.synchronize()
+
+
+def timeit(fn, device, repeats, warmup=2):
+    """Median wall time of ``fn()`` in seconds."""
+    with torch.no_grad():
+        for _ in range(warmup):
+            fn()
+        _sync(device)
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            _sync(device)
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def count_flops(net, x):
+    from torch.utils.flop_counter import FlopCounterMode
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        net(x)
+    return counter.get_total_flops()
+
+
+def n_params(module):
+    return sum(p.numel() for p in module.parameters())
+
+
+def part_params(args):
+    from fsr_arch.amigan_discriminator_arch import PAPER_CONFIGS as D_CONFIGS
+    from fsr_arch.amigan_discriminator_arch import AMIGANDiscriminator
+    net = build('x8')
+    total = n_params(net)
+    print('## Parameters and FLOPs (paper configuration)')
+    print(f'AMINet parameters: {total / 1e6:.2f}M (paper, Table II: 12.62M; {100 * (total / 12.62e6 - 1):+.1f}%)')
+    parts = {
+        'head + tail convs': n_params(net.conv_first) + n_params(net.conv_last),
+        'encoders (3 LGFI)': n_params(net.encoders),
+        'bottleneck (2 LGFI)': n_params(net.bottleneck),
+        'decoders (3 LGFI)': n_params(net.decoders),
+        'EDFF x3': n_params(net.fusions),
+        'down/up-sampling': n_params(net.downs) + n_params(net.ups),
+    }
+    for name, count in parts.items():
+        print(f'  {name}: {count / 1e6:.3f}M')
+    lgfi = net.bottleneck[0]
+    print('  one bottleneck LGFI: ' + ', '.join(f'{name} {n_params(getattr(lgfi, name)) / 1e6:.3f}M'
+                                                for name in ('sa', 'rdfe', 'skaf')))
+    print(f'AMIGANDiscriminator (128x128): {n_params(AMIGANDiscriminator(**D_CONFIGS["x8"])) / 1e6:.2f}M')
+    for scale, lr in (('x8', 16), ('x4', 32)):
+        flops = count_flops(build(scale), torch.rand(1, 3, lr, lr))
+        print(f'FLOPs {scale} ({lr}->128, batch 1): {flops / 1e9:.2f} GFLOPs')
+    return {'params': total, 'parts': parts}
+
+
+def part_latency(args):
+    device = torch.device(args.device)
+    net = build('x8', device)
+    x = torch.rand(1, 3, 16, 16, device=device)
+    print(f'## Latency, batch 1, 16->128 (x8), {args.device}, threads {torch.get_num_threads()}, '
+          f'median of {args.repeats}')
+    results = {'fp32': timeit(lambda: net(x), device, args.repeats)}
+    if device.type == 'cuda':
+        net_cl = net.to(memory_format=torch.channels_last)
+        x_cl = x.to(memory_format=torch.channels_last)
+        results['fp32 channels_last'] = timeit(lambda: net_cl(x_cl), device, args.repeats)
+
+        def bf16():
+            with torch.autocast('cuda', dtype=torch.bfloat16):
+                return net_cl(x_cl)
+
+        results['bf16 autocast channels_last'] = timeit(bf16, device, args.repeats)
+    for name, seconds in results.items():
+        print(f'  {name}: {seconds * 1e3:.1f} ms')
+    return results
+
+
+def _memory_child(device, mode):
+    """Run in a fresh process: peak memory (bytes) of one forward (``infer``) or training step (``train``)."""
+    device = torch.device(device)
+    net = build('x8', device)
+    x = torch.rand(1, 3, 16, 16, device=device)
+    if mode == 'train':
+        net.train()
+    if device.type == 'cuda':
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    else:
+        with open('/proc/self/statm') as f:
+            base = int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
+    if mode == 'train':
+        net(x).abs().mean().backward()
+    else:
+        with torch.no_grad():
+            net(x)
+    if device.type == 'cuda':
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated() - base
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+    print(json.dumps({'peak_bytes': peak}))
+
+
+def part_memory(args):
+    print(f'## Peak memory, batch 1, 16->128 (x8), {args.device} (fresh process per case)')
+    results = {}
+    for mode in ('infer', 'train'):
+        out = subprocess.run(
+            [sys.executable, os.path.abspath(__file__), '--memory-child', mode, '--device', args.device],
+            capture_output=True,
+            text=True,
+            check=True)
+        peak = json.loads(out.stdout.strip().splitlines()[-1])['peak_bytes']
+        results[mode] = peak
+        label = 'forward (no_grad)' if mode == 'infer' else 'training step (forward + backward)'
+        print(f'  {label}: {peak / 2**20:.0f} MiB')
+    return results
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument(
+        '--parts', nargs='+', default=['params', 'latency', 'memory'], choices=['params', 'latency', 'memory'])
+    parser.add_argument('--device', default='cpu')
+    parser.add_argument('--repeats', type=int, default=10)
+    parser.add_argument('--threads', type=int, default=None, help='torch intra-op threads (default: torch default)')
+    parser.add_argument('--memory-child', choices=['infer', 'train'], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.memory_child:
+        _memory_child(args.device, args.memory_child)
+        return
+    for part in args.parts:
+        globals()[f'part_{part}'](args)
+
+
+if __name__ == '__main__':
+    main()
