@@ -8,17 +8,17 @@ Usage::
 
 Figures:
 
-- ``params``: parameter count and FLOPs (``torch.utils.flop_counter.FlopCounterMode``, explicit attention path so
-  every matmul is counted; 1 multiply-add = 2 FLOPs) of the paper configuration (``PAPER_CONFIGS``) at x8 (16->128) and x4
+- ``params``: parameter count and FLOPs (``torch.utils.flop_counter.FlopCounterMode``, explicit attention path so every
+  matmul is counted; 1 multiply-add = 2 FLOPs) of the paper configuration (``PAPER_CONFIGS``) at x8 (16->128) and x4
   (32->128).
 - ``latency``: batch-1 forward latency for 16->128 (x8), median of ``--repeats`` runs after a warm-up, fused and
   explicit attention (and, on CUDA, channels_last and bf16 autocast).
-- ``memory``: peak memory of one ``torch.no_grad`` forward at 512x512 HR (x8, LR 64x64), each case in a fresh process: on
-  the CPU the peak resident set size (``ru_maxrss``) minus the resident size just before the forward; on CUDA
+- ``memory``: peak memory of one ``torch.no_grad`` forward at 512x512 HR (x8, LR 64x64), each case in a fresh process:
+  on the CPU the peak resident set size (``ru_maxrss``) minus the resident size just before the forward; on CUDA
   ``torch.cuda.max_memory_allocated`` minus the memory allocated before. Cases: the network built for 128x128 (the
-  paper's; at 512 its CSA levels attend over 128x128 and 64x64 maps) and built with ``img_size=512`` (the paper's
-  rule applied at 512: full RSA on every level). Also the first RSA (C=32, 1 head, lambda 4) on the 512x512 map with
-  the blocked region scores vs the whole coarse map materialized in one block (what naive versions do).
+  paper's; at 512 its CSA levels attend over 128x128 and 64x64 maps) and built with ``img_size=512`` (the paper's rule
+  applied at 512: full RSA on every level). Also the first RSA (C=32, 1 head, lambda 4) on the 512x512 map with the
+  blocked region scores vs the whole coarse map materialized in one block (what naive versions do).
 - ``ratio``: time of one RSA (the paper's first-step layer: C=32, 1 head, lambda 4) divided by the time of a plain
   global MHSA (same C and heads, qkv / output projections, fused ``scaled_dot_product_attention``) over the same
   full-resolution token map, at 128x128 and 512x512. At 512x512 the global MHSA over 262144 tokens is timed on a
