@@ -38,6 +38,7 @@ For the same keys, lq/gt/lq_path/gt_path are those of ``PairedImageDataset`` (sa
 draws in ``'basicsr'`` mode with a square ``gt_size``).
 """
 import cv2
+import functools
 import numpy as np
 import os
 import os.path as osp
@@ -76,13 +77,14 @@ SWAP_LUT = _make_swap_lut()
 
 
 def _make_component_lut():
-    lut = np.zeros((256, len(COMPONENT_LABELS)), dtype=np.float32)
+    lut = np.zeros(256, dtype=np.uint8)
     for c, labels in enumerate(COMPONENT_LABELS):
-        lut[list(labels), c] = 1
+        lut[list(labels)] = c + 1
     return lut
 
 
 COMPONENT_LUT = _make_component_lut()
+_COMPONENT_IDS = np.arange(1, len(COMPONENT_LABELS) + 1, dtype=np.uint8)[:, None, None]
 
 
 def swap_left_right(parsing):
@@ -92,7 +94,26 @@ def swap_left_right(parsing):
 
 def component_masks(parsing):
     """(4, H, W) float32 masks (eyes, brows, nose, mouth) of a uint8 (H, W) label map."""
-    return np.ascontiguousarray(COMPONENT_LUT[parsing].transpose(2, 0, 1))
+    return (COMPONENT_LUT[parsing][None] == _COMPONENT_IDS).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=16)
+def _aa_bicubic_matrices(in_h, in_w, out_h, out_w):
+    """Matrices (Rh, Rw) with ``Rh @ x @ Rw`` == torch ``interpolate(x, (out_h, out_w), 'bicubic', antialias=True)``.
+
+    The resize is linear and separable; its matrices are the resize of identity matrices (computed once per size).
+    """
+    eye_h = torch.eye(in_h)[None, None]
+    eye_w = torch.eye(in_w)[None, None]
+    rh = F.interpolate(eye_h, size=(out_h, in_h), mode='bicubic', align_corners=False, antialias=True)[0, 0]
+    rw = F.interpolate(eye_w, size=(in_w, out_w), mode='bicubic', align_corners=False, antialias=True)[0, 0]
+    return rh.contiguous(), rw.contiguous()
+
+
+def bicubic_downsample(x, out_h, out_w):
+    """Antialiased bicubic resize (torch's kernel) of a float32 (H, W) tensor, clamped to [0, 1]."""
+    rh, rw = _aa_bicubic_matrices(x.shape[0], x.shape[1], out_h, out_w)
+    return torch.mm(torch.mm(rh, x), rw).clamp_(0, 1)
 
 
 def _to_hw(size, name):
@@ -248,7 +269,7 @@ class FSRFaceDataset(data.Dataset):
                     img = img[::-1]
                 if rot90:
                     img = img.swapaxes(0, 1)
-                out.append(np.ascontiguousarray(img))
+                out.append(img)  # a view: the conversion to float below copies it
             return out, (hflip + vflip + rot90) % 2 == 1
         k = random.randint(0, 3) if use_rot else 0
         if not square and k % 2 == 1:
@@ -260,7 +281,7 @@ class FSRFaceDataset(data.Dataset):
                 img = img[:, ::-1]
             if k:
                 img = np.rot90(img, k)
-            out.append(np.ascontiguousarray(img))
+            out.append(img)
         return out, hflip
 
     # getitem
@@ -270,10 +291,11 @@ class FSRFaceDataset(data.Dataset):
             self.file_client = FileClient(opt.pop('type'), **opt)
 
         scale = self.scale
+        # decoded as uint8; flips/crops commute with the conversion to float (as in PairedImageDataset's imfrombytes)
         gt_path = self.paths[index]['gt_path']
-        img_gt = self._decode(self._get_bytes(gt_path, 'gt'), gt_path, 'gt').astype(np.float32) / 255.
+        img_gt = self._decode(self._get_bytes(gt_path, 'gt'), gt_path, 'gt')
         lq_path = self.paths[index]['lq_path']
-        img_lq = self._decode(self._get_bytes(lq_path, 'lq'), lq_path, 'lq').astype(np.float32) / 255.
+        img_lq = self._decode(self._get_bytes(lq_path, 'lq'), lq_path, 'lq')
         parsing = None
         if self.need_parsing:
             p_path = self.paths[index]['parsing_path']
@@ -293,6 +315,8 @@ class FSRFaceDataset(data.Dataset):
             if parsing is not None:
                 parsing = swap_left_right(arrays[2]) if mirrored else arrays[2]
 
+        img_gt = img_gt.astype(np.float32, order='C') / 255.
+        img_lq = img_lq.astype(np.float32, order='C') / 255.
         if self.opt.get('color') == 'y':
             img_gt = bgr2ycbcr(img_gt, y_only=True)[..., None]
             img_lq = bgr2ycbcr(img_lq, y_only=True)[..., None]
@@ -311,15 +335,14 @@ class FSRFaceDataset(data.Dataset):
         if parsing is not None:
             h, w = img_lq.shape[-2:]
             if self.return_parsing:
-                out['parsing_gt'] = torch.from_numpy(parsing.astype(np.int64))
+                out['parsing_gt'] = torch.from_numpy(parsing.astype(np.int64, order='C'))
             if self.return_parsing_lq:
                 c = scale // 2
-                out['parsing_lq'] = torch.from_numpy(parsing[c::scale, c::scale][:h, :w].astype(np.int64))
+                out['parsing_lq'] = torch.from_numpy(parsing[c::scale, c::scale][:h, :w].astype(np.int64, order='C'))
             if self.return_binary:
-                binary = torch.from_numpy((parsing == 1).astype(np.float32))[None]
-                out['parsing_bin_gt'] = binary
-                out['parsing_bin_lq'] = F.interpolate(
-                    binary[None], size=(h, w), mode='bicubic', align_corners=False, antialias=True)[0].clamp_(0, 1)
+                binary = torch.from_numpy((parsing == 1).astype(np.float32))
+                out['parsing_bin_gt'] = binary[None]
+                out['parsing_bin_lq'] = bicubic_downsample(binary, h, w)[None]
             if self.return_masks:
                 out['masks'] = torch.from_numpy(component_masks(parsing))
         return out
