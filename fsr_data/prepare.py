@@ -192,7 +192,7 @@ class PrepareJob:
     """One ``fsr-prepare`` run (resumable). ``run()`` returns a summary dict."""
 
     OPTION_KEYS = ('hr_size', 'scales', 'lr_kernel', 'parsing', 'aligned', 'detector', 'faces', 'max_upscale',
-                   'compress_level', 'template_zoom')
+                   'min_score', 'compress_level', 'template_zoom')
 
     def __init__(self, args, sources_root, rel_paths):
         self.args = args
@@ -282,8 +282,11 @@ class PrepareJob:
         else:
             rgb = np.ascontiguousarray(img[..., ::-1])
             dets = self.detector.detect(rgb)
+            best = max([d['score'] for d in dets], default=None)
+            dets = [d for d in dets if d['score'] >= a.min_score]
             if not dets:
-                return ('no_face', f'no face of {a.min_face}+ px found')
+                return ('no_face', f'no face of {a.min_face}+ px found'
+                        if best is None else f'best detection score {best:.3f} < --min-score {a.min_score}')
             template = template_5pts(*self.hr_hw, zoom=a.template_zoom)
             small = []
             for det in (dets if a.faces == 'all' else dets[:1]):
@@ -474,6 +477,7 @@ def build_parser():
     p.add_argument('--device', default='cpu', help='torch device for the detector and BiSeNet')
     p.add_argument('--faces', choices=['largest', 'all'], default='largest', help='faces kept per photo')
     p.add_argument('--min-face', type=int, default=20, help='smallest face (box side, px) the detector looks for')
+    p.add_argument('--min-score', type=float, default=0.9, help='ignore detections with a lower confidence')
     p.add_argument(
         '--max-upscale',
         type=float,
