@@ -1,0 +1,332 @@
+"""``fsr-speed``: parameters, FLOPs, latency, throughput and peak memory of every network of the plugin, x4 and x8.
+
+Networks: every module of ``fsr_arch`` with ``PAPER_CONFIGS`` contributes its registered classes that take ``upscale``
+(discriminators are left out); ``--arch`` picks some. Each runs at its paper configuration (``--config tiny``: the test
+configuration) on ``--hr-size`` faces (LR input ``hr_size / scale``, RGB, batch 1 unless stated).
+
+Columns:
+
+* Params: ``sum(p.numel())``.
+* GFLOPs: ``torch.utils.flop_counter.FlopCounterMode`` (the counter maintained in torch itself), one forward, batch 1.
+  It counts 2 FLOPs per multiply-accumulate of convolutions, matmuls and attention (``scaled_dot_product_attention``
+  included); element-wise ops, norms and interpolation are not counted. Many papers quote MACs (= FLOPs / 2) as "FLOPs".
+* CPU ms: median of ``--repeats`` forwards at batch 1 after ``--warmup`` runs, fp32, ``torch.inference_mode``, with the
+  process's torch threads (printed in the header).
+* CPU img/s: batch 16, ``16 / median time`` (left out with ``--quick``, or when a batch would take longer than
+  ``--max-seconds``).
+* CPU peak MB: peak resident memory added by one batch-1 forward, measured in a fresh subprocess per case (so that
+  allocator caches of other cases do not hide it), with glibc's mmap threshold fixed at 128 KiB
+  (``MALLOC_MMAP_THRESHOLD_``) so that freed activations go back to the system: the model and input are built, one
+  warm-up forward loads code pages and thread pools, the kernel's peak-RSS mark is reset
+  (``echo 5 > /proc/self/clear_refs``), and the result is ``VmHWM`` after a second forward minus ``VmRSS`` before it.
+  Where the mark cannot be reset (non-Linux), ``ru_maxrss`` after the forward minus the RSS before it is used, an upper
+  bound.
+* On a GPU (when CUDA is available): ms at batch 1 in fp32 and with ``torch.autocast(dtype=torch.bfloat16)`` +
+  ``channels_last``; peak MB = ``torch.cuda.max_memory_allocated`` during a fp32 batch-1 forward minus the memory held
+  before it (weights and input).
+
+The Markdown table goes to stdout and to ``--out`` (default ``speed.md``).
+"""
+import argparse
+import gc
+import importlib
+import inspect
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+import torch
+
+COLUMNS = ['Network', 'Scale', 'Input', 'Params (M)', 'GFLOPs', 'CPU ms (b1)', 'CPU img/s (b16)', 'CPU peak MB (b1)']
+GPU_COLUMNS = ['GPU fp32 ms', 'GPU bf16+CL ms', 'GPU peak MB']
+
+
+def _load_plugin():
+    from fsr_utils import plugin
+    plugin.load()
+
+
+def discover(modules=None):
+    """Networks of the plugin: ``[(name, module)]`` for registered classes taking ``upscale`` in modules with
+    ``PAPER_CONFIGS``.
+
+    Args:
+        modules (list | None): Modules to scan (default: every ``fsr_arch/*_arch.py`` module).
+    """
+    from basicsr.utils.registry import ARCH_REGISTRY
+    if modules is None:
+        _load_plugin()
+        fsr_arch = importlib.import_module('fsr_arch')
+        modules = fsr_arch._modules
+    found = []
+    for module in modules:
+        if not hasattr(module, 'PAPER_CONFIGS'):
+            continue
+        for name, obj in vars(module).items():
+            if (inspect.isclass(obj) and obj.__module__ == module.__name__ and name in ARCH_REGISTRY
+                    and ARCH_REGISTRY.get(name) is obj and 'upscale' in inspect.signature(obj.__init__).parameters):
+                found.append((name, module))
+    return sorted(found, key=lambda x: x[0].lower())
+
+
+def network_kwargs(module, scale, config='paper'):
+    """Constructor arguments: ``PAPER_CONFIGS['x<scale>']`` or ``TINY_CONFIG`` (+ ``upscale``)."""
+    if config == 'paper':
+        if f'x{scale}' not in module.PAPER_CONFIGS:
+            raise KeyError(f'{module.__name__}.PAPER_CONFIGS has no x{scale} entry.')
+        kwargs = dict(module.PAPER_CONFIGS[f'x{scale}'])
+    elif config == 'tiny':
+        kwargs = dict(module.TINY_CONFIG)
+    else:
+        raise ValueError(f'config must be paper or tiny, got {config}')
+    kwargs['upscale'] = scale
+    return kwargs
+
+
+def build(name, kwargs):
+    from basicsr.utils.registry import ARCH_REGISTRY
+    return ARCH_REGISTRY.get(name)(**kwargs).eval()
+
+
+def lr_size(net, hr_size, scale):
+    """LR input size: ``hr_size / scale`` rounded up to the network's ``size_multiple``."""
+    s = hr_size // scale
+    m = getattr(net, 'size_multiple', 1) or 1
+    return -(-s // m) * m
+
+
+def _sync(device):
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+def time_forward(net, x, warmup, repeats, autocast_dtype=None):
+    """Median seconds of ``repeats`` forwards after ``warmup`` forwards."""
+    device = x.device
+    ctx = (lambda: torch.autocast(device.type, dtype=autocast_dtype)) if autocast_dtype else torch.no_grad
+    times = []
+    with torch.inference_mode():
+        for i in range(warmup + repeats):
+            with ctx():
+                _sync(device)
+                t = time.perf_counter()
+                net(x)
+                _sync(device)
+                if i >= warmup:
+                    times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def count_flops(net, x):
+    from torch.utils.flop_counter import FlopCounterMode
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        net(x)
+    return counter.get_total_flops()
+
+
+# ------------------------------------------------------------------------------------------------------- CPU memory
+def _proc_status_kb(field):
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith(field + ':'):
+                return int(line.split()[1])
+    raise KeyError(field)
+
+
+def measure_cpu_memory_here(name, kwargs, hr_size, scale):
+    """Peak RSS (MB) added by one batch-1 forward in this process (run it in a fresh one): see the module docstring."""
+    torch.manual_seed(0)
+    net = build(name, kwargs)
+    s = lr_size(net, hr_size, scale)
+    x = torch.rand(1, 3, s, s)
+    with torch.inference_mode():
+        net(x)  # warm-up: code pages, thread pools, one-time buffers
+    gc.collect()
+    try:
+        with open('/proc/self/clear_refs', 'w') as f:
+            f.write('5')
+        before = _proc_status_kb('VmRSS')
+        with torch.inference_mode():
+            net(x)
+        return (_proc_status_kb('VmHWM') - before) / 1024., 'VmHWM'
+    except OSError:
+        before = _proc_status_kb('VmRSS') if os.path.exists('/proc/self/status') else 0
+        with torch.inference_mode():
+            net(x)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KB on Linux
+        return (peak - before) / 1024., 'ru_maxrss'
+
+
+def measure_cpu_memory(name, kwargs, hr_size, scale, timeout=600):
+    """:func:`measure_cpu_memory_here` in a fresh subprocess (the repository copy of this package comes first)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ)
+    env['PYTHONPATH'] = os.pathsep.join([root] + ([env['PYTHONPATH']] if env.get('PYTHONPATH') else []))
+    env['CUDA_VISIBLE_DEVICES'] = ''
+    env['MALLOC_MMAP_THRESHOLD_'] = '131072'
+    case = json.dumps({'name': name, 'kwargs': kwargs, 'hr_size': hr_size, 'scale': scale})
+    proc = subprocess.run([sys.executable, '-m', 'fsr_utils.speed', '--memory-case', case],
+                          env=env,
+                          capture_output=True,
+                          text=True,
+                          timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f'memory measurement of {name} x{scale} failed:\n{proc.stderr[-3000:]}')
+    return json.loads(proc.stdout.strip().splitlines()[-1])['mb']
+
+
+# ------------------------------------------------------------------------------------------------------------ cases
+def measure(name, kwargs, scale, hr_size, warmup=1, repeats=3, throughput=True, memory=True, max_seconds=30., gpu=None):
+    """One row of the table (a dict keyed by :data:`COLUMNS` and, with a GPU, :data:`GPU_COLUMNS`)."""
+    torch.manual_seed(0)
+    net = build(name, kwargs)
+    s = lr_size(net, hr_size, scale)
+    x = torch.rand(1, 3, s, s)
+    row = {
+        'Network': name,
+        'Scale': f'x{scale}',
+        'Input': f'{s}x{s} -> {s * scale}x{s * scale}',
+        'Params (M)': sum(p.numel() for p in net.parameters()) / 1e6,
+        'GFLOPs': count_flops(net, x) / 1e9,
+    }
+    t1 = time_forward(net, x, warmup, repeats)
+    row['CPU ms (b1)'] = t1 * 1e3
+    row['CPU img/s (b16)'] = None
+    if throughput and t1 * 16 <= max_seconds:
+        t16 = time_forward(net, x.repeat(16, 1, 1, 1), min(warmup, 1), max(1, min(repeats, 2)))
+        row['CPU img/s (b16)'] = 16 / t16
+    row['CPU peak MB (b1)'] = measure_cpu_memory(name, kwargs, hr_size, scale) if memory else None
+    if gpu is not None:
+        row.update(measure_gpu(net, x, gpu, warmup, repeats))
+    del net
+    gc.collect()
+    return row
+
+
+def measure_gpu(net, x, device, warmup, repeats):
+    """GPU fp32 and bf16-autocast + channels_last latency (batch 1) and fp32 peak memory."""
+    net = net.to(device)
+    x = x.to(device)
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    held = torch.cuda.memory_allocated(device)
+    with torch.inference_mode():
+        net(x)
+    torch.cuda.synchronize(device)
+    peak = (torch.cuda.max_memory_allocated(device) - held) / 2**20
+    fp32 = time_forward(net, x, max(warmup, 2), max(repeats, 5))
+    net_cl = net.to(memory_format=torch.channels_last)
+    bf16 = time_forward(net_cl, x.to(memory_format=torch.channels_last), max(warmup, 2), max(repeats, 5),
+                        torch.bfloat16)
+    net.to(memory_format=torch.contiguous_format).cpu()
+    torch.cuda.empty_cache()
+    return {'GPU fp32 ms': fp32 * 1e3, 'GPU bf16+CL ms': bf16 * 1e3, 'GPU peak MB': peak}
+
+
+# ----------------------------------------------------------------------------------------------------------- output
+def _cell(column, value):
+    if value is None:
+        return '-'
+    if isinstance(value, str):
+        return value
+    if column == 'Params (M)':
+        return f'{value:.3f}'
+    if column == 'GFLOPs':
+        return f'{value:.2f}' if value >= 0.1 else f'{value:.4f}'
+    if column.endswith('img/s (b16)'):
+        return f'{value:.1f}' if value >= 1 else f'{value:.3f}'
+    return f'{value:.1f}'
+
+
+def machine_text(config, hr_size, gpu):
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open('/proc/cpuinfo') as f:
+            cpu = next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
+    except (OSError, StopIteration):
+        pass
+    text = (f'{config} configurations, {hr_size}x{hr_size} HR faces; CPU: {cpu}, {torch.get_num_threads()} torch '
+            f'threads; torch {torch.__version__}')
+    if gpu is not None:
+        text += f'; GPU: {torch.cuda.get_device_name(gpu)}'
+    return text
+
+
+def markdown(rows, header, gpu):
+    columns = COLUMNS + (GPU_COLUMNS if gpu is not None else [])
+    lines = [
+        f'Speed ({header}).', '', '| ' + ' | '.join(columns) + ' |', '|---|---|---|' + '---:|' * (len(columns) - 3)
+    ]
+    for row in rows:
+        lines.append('| ' + ' | '.join(_cell(c, row.get(c)) for c in columns) + ' |')
+    lines += [
+        '', 'GFLOPs: torch.utils.flop_counter.FlopCounterMode, 2 FLOPs per multiply-accumulate (MACs = GFLOPs / 2). '
+        'CPU ms: median at batch 1; img/s: batch 16 ("-": skipped); peak MB: resident memory added by one batch-1 '
+        'forward (fresh process per case).' + (' GPU: batch 1; bf16+CL = bf16 autocast + channels_last; peak MB: '
+                                               'max_memory_allocated above weights and input.'
+                                               if gpu is not None else ' No GPU on this machine: GPU columns left out.')
+    ]
+    return '\n'.join(lines) + '\n'
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(
+        prog='fsr-speed',
+        description='Parameters, FLOPs, latency, throughput and peak memory of the plugin\'s '
+        'networks at their paper configurations, x4 and x8; writes a Markdown table.',
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument('--arch', action='append', default=None, help='network name (repeatable; default: all)')
+    p.add_argument('--scales', type=int, nargs='+', default=[4, 8])
+    p.add_argument('--config', choices=['paper', 'tiny'], default='paper')
+    p.add_argument('--hr-size', type=int, default=None, help='HR face size (default: 128 paper, 32 tiny)')
+    p.add_argument('--warmup', type=int, default=1)
+    p.add_argument('--repeats', type=int, default=3)
+    p.add_argument('--quick', action='store_true', help='skip the batch-16 throughput')
+    p.add_argument('--no-memory', action='store_true', help='skip the CPU peak memory subprocesses')
+    p.add_argument('--max-seconds', type=float, default=30., help='skip batch 16 when it would take longer')
+    p.add_argument('--no-gpu', action='store_true', help='skip the GPU columns even when CUDA is available')
+    p.add_argument('--out', default='speed.md', help='Markdown file to write')
+    p.add_argument('--memory-case', default=None, help=argparse.SUPPRESS)  # internal: one CPU memory measurement
+    args = p.parse_args(argv)
+    if args.hr_size is None:
+        args.hr_size = 128 if args.config == 'paper' else 32
+    return args
+
+
+def main(argv=None):
+    """Entry point of ``fsr-speed``."""
+    args = parse_args(argv)
+    if args.memory_case:
+        _load_plugin()
+        case = json.loads(args.memory_case)
+        mb, method = measure_cpu_memory_here(case['name'], case['kwargs'], case['hr_size'], case['scale'])
+        print(json.dumps({'mb': mb, 'method': method}))
+        return 0
+    nets = discover()
+    if args.arch:
+        known = {n.lower(): (n, m) for n, m in nets}
+        missing = [a for a in args.arch if a.lower() not in known]
+        if missing:
+            raise SystemExit(f'unknown network(s) {missing}; the plugin has {[n for n, _ in nets]}')
+        nets = [known[a.lower()] for a in args.arch]
+    gpu = torch.device('cuda') if torch.cuda.is_available() and not args.no_gpu else None
+    rows = []
+    from tqdm import tqdm
+    cases = [(n, m, s) for n, m in nets for s in args.scales]
+    for name, module, scale in tqdm(cases, desc='fsr-speed', unit='case', file=sys.stderr):
+        rows.append(
+            measure(name, network_kwargs(module, scale, args.config), scale, args.hr_size, args.warmup, args.repeats,
+                    not args.quick, not args.no_memory, args.max_seconds, gpu))
+    text = markdown(rows, machine_text(args.config, args.hr_size, gpu), gpu)
+    with open(args.out, 'w', encoding='utf-8') as f:
+        f.write(text)
+    print(text)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
