@@ -51,7 +51,7 @@ from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 from torch.nn import functional as F
 
-from fsr_arch.common import ResidualBlockNoBN, Upsample
+from fsr_arch.common import ResidualBlockNoBN, Upsample, upsample_to
 
 __all__ = ['TANet', 'GlobalPath', 'TransformerBlock', 'MHSA', 'SMFN', 'SMFM', 'GLAM', 'PAPER_CONFIGS', 'TINY_CONFIG']
 
@@ -134,7 +134,8 @@ class GlobalPath(nn.Module):
                  token_mode='global',
                  pos_grid=(16, 16),
                  mlp_ratio=4.0,
-                 use_sdpa=True):
+                 use_sdpa=True,
+                 img_residual=False):
         super().__init__()
         if token_mode not in ('global', 'window'):
             raise ValueError(f"TANet: token_mode must be 'global' or 'window', got {token_mode!r}.")
@@ -247,6 +248,9 @@ class TANet(nn.Module):
         pos_grid (tuple[int]): Grid the learned position encoding is stored at. Default: (16, 16), FFHQ x4 (LR 64x64).
         mlp_ratio (float): MLP hidden width / C. Default: 4 (ViT).
         use_sdpa (bool): Fused ``scaled_dot_product_attention`` in MHSA. Default: True.
+        img_residual (bool): Add the bicubic-upsampled input to the output. A DEVIATION from eq. 8 (the paper has no
+            image-level skip), off by default; the CPU demo options turn it on so that a few minutes of training start
+            from bicubic instead of from a blank image.
     """
 
     def __init__(self,
@@ -262,11 +266,13 @@ class TANet(nn.Module):
                  token_mode='global',
                  pos_grid=(16, 16),
                  mlp_ratio=4.0,
-                 use_sdpa=True):
+                 use_sdpa=True,
+                 img_residual=False):
         super().__init__()
         if upscale < 2 or upscale & (upscale - 1):
             raise ValueError(f'TANet: upscale must be a power of 2 (4 or 8 in the paper), got {upscale}.')
         self.upscale = upscale
+        self.img_residual = img_residual
         self.conv_shallow = nn.Conv2d(num_in_ch, num_feat, 3, padding=1)  # eq. 1
         self.global_path = GlobalPath(num_feat, num_blocks, num_heads, patch_size, token_mode, tuple(pos_grid),
                                       mlp_ratio, use_sdpa)
@@ -282,7 +288,8 @@ class TANet(nn.Module):
     def forward(self, x):
         f_shallow = self.conv_shallow(x)
         f_gl = self.glam(self.global_path(f_shallow), self.local_path(f_shallow))
-        return self.conv_recon(self.upsample(f_gl + f_shallow))
+        out = self.conv_recon(self.upsample(f_gl + f_shallow))
+        return out + upsample_to(x, scale=self.upscale) if self.img_residual else out
 
 
 # The paper's configuration. pos_grid = the FFHQ LR token grid (x4: 64x64 / 4, x8: 32x32 / 4); the CelebA option files

@@ -154,3 +154,14 @@ def test_tiny_training_loss_falls(tmp_path):
     losses = read_losses(tmp_path, 'tiny_tanet')['l_pix']
     assert loss_fell(losses), losses
     assert os.path.isfile(tmp_path / 'experiments' / 'tiny_tanet' / 'models' / 'net_g_20.pth')
+
+
+def test_img_residual_option_starts_from_bicubic():
+    from fsr_arch.common import upsample_to
+    net = TANet(upscale=4, img_residual=True, **{k: v for k, v in TINY_CONFIG.items()})
+    torch.nn.init.zeros_(net.conv_recon.weight)
+    torch.nn.init.zeros_(net.conv_recon.bias)
+    x = torch.rand(1, 3, 8, 12)
+    assert torch.allclose(net(x), upsample_to(x, scale=4), atol=1e-6)
+    net.img_residual = False
+    assert net(x).abs().max() == 0
