@@ -75,12 +75,16 @@ def _attention_column_sums(q, k, block_rows):
         reduced over the heads).
     """
     with torch.no_grad():
-        q, k = q.to(_score_dtype(q)), k.to(_score_dtype(q))
-        scale = q.shape[-1]**-0.5
-        cols = q.new_zeros(q.shape[0], q.shape[-2])
+        dtype = _score_dtype(q)
+        q = q.to(dtype) * q.shape[-1]**-0.5
+        k_t = k.to(dtype).transpose(-2, -1)
+        cols = q.new_zeros(q.shape[0], q.shape[1], 1, q.shape[-2])
         for start in range(0, q.shape[-2], block_rows):
-            attn = torch.softmax((q[:, :, start:start + block_rows] @ k.transpose(-2, -1)) * scale, dim=-1)
-            cols += attn.sum(dim=(1, 2))
+            # exp(S - rowmax) in place; sum_i softmax_ij = sum_i E_ij / Z_i is the vector-matrix product (1/Z)^T E.
+            attn = q[:, :, start:start + block_rows] @ k_t
+            attn.sub_(attn.amax(dim=-1, keepdim=True)).exp_()
+            cols.add_(attn.sum(dim=-1).reciprocal_().unsqueeze(-2) @ attn)
+        cols = cols.sum(dim=(1, 2))
     return cols
 
 
@@ -95,12 +99,13 @@ def _blocked_attention(q, k, v, block_rows, need_scores):
     Returns:
         tuple[Tensor, Tensor | None]: Output (B, M, N, d) and the (B, N) float32 column sums or None.
     """
-    scale = q.shape[-1]**-0.5
+    q = q * q.shape[-1]**-0.5
+    k_t = k.transpose(-2, -1)
     outs, cols = [], None
     if need_scores:
         cols = q.new_zeros(q.shape[0], q.shape[-2], dtype=_score_dtype(q))
     for start in range(0, q.shape[-2], block_rows):
-        attn = torch.softmax((q[:, :, start:start + block_rows] @ k.transpose(-2, -1)) * scale, dim=-1)
+        attn = torch.softmax(q[:, :, start:start + block_rows] @ k_t, dim=-1)
         if need_scores:
             cols += attn.detach().to(cols.dtype).sum(dim=(1, 2))
         outs.append(attn.to(v.dtype) @ v)
@@ -135,7 +140,7 @@ class MHSA(nn.Module):
         block_elems (int): Size budget (elements) of one block of the attention map on the explicit / score path.
     """
 
-    def __init__(self, dim, num_heads, use_sdpa=True, block_elems=2**23):
+    def __init__(self, dim, num_heads, use_sdpa=True, block_elems=2**20):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f'LAAT MHSA: channels ({dim}) must be divisible by the number of heads ({num_heads}).')
@@ -225,7 +230,7 @@ class RSA(nn.Module):
                  share_fim=True,
                  share_attention=False,
                  use_sdpa=True,
-                 block_elems=2**23):
+                 block_elems=2**20):
         super().__init__()
         self.lam = lam
         self.region_size = lam if region_size is None else region_size
@@ -401,7 +406,7 @@ class LAAT(nn.Module):
                  final_act=True,
                  use_sdpa=True,
                  channels_last=False,
-                 block_elems=2**23):
+                 block_elems=2**20):
         super().__init__()
         if upscale not in (2, 4, 8):
             raise ValueError(f'LAAT: upscale must be 4 or 8 (2 also works), got {upscale}.')

@@ -125,8 +125,8 @@ def _memory_child(case, device_name):
         model = laat.LAAT(**{**laat.PAPER_CONFIGS['x8'], 'img_size': img_size}).to(device).eval()
         x = torch.rand(1, 3, 64, 64, device=device)
     else:  # rsa_blocked / rsa_materialized: the first RSA on the 512x512 map
-        block = 2**23 if case == 'rsa_blocked' else 2**40
-        model = laat.RSA(32, 1, lam=4, use_sdpa=True, block_elems=block).to(device).eval()
+        extra = {} if case == 'rsa_blocked' else {'block_elems': 2**40}  # default blocks / one block
+        model = laat.RSA(32, 1, lam=4, use_sdpa=True, **extra).to(device).eval()
         x = torch.randn(1, 32, 512, 512, device=device)
     if device.type == 'cuda':
         torch.cuda.synchronize()

@@ -151,6 +151,26 @@ def test_region_selection_matches_naive_reference(use_sdpa):
     torch.testing.assert_close(out, ref_out, rtol=1e-10, atol=1e-10)
 
 
+def test_larger_regions_pool_the_coarse_scores():
+    torch.manual_seed(2)
+    rsa = RSA(8, 2, lam=2, region_size=4).double().eval()
+    rsa.record_index = True
+    x = torch.randn(2, 8, 16, 16, dtype=torch.float64)
+    with torch.no_grad():
+        rsa(x)
+        coarse = rsa.fim_coarse(rsa.down(x)).flatten(2).transpose(1, 2)  # (B, 8*8, C)
+        q, k, _ = rsa.coarse_attn.qkv(coarse).chunk(3, dim=-1)
+        q, k = (t.reshape(2, 64, 2, 4).transpose(1, 2) for t in (q, k))
+        cols = torch.softmax(q @ k.transpose(-2, -1) / 2, dim=-1).sum(dim=(1, 2)).view(2, 8, 8)  # materialized map
+    region_scores = cols.view(2, 4, 2, 4, 2).sum(dim=(2, 4)).flatten(1)  # 2x2 coarse tokens per 4x4 region
+    k = int(math.sqrt(16 * 16) // 2) * 2**2 // 4**2  # same number of refined positions as with lambda-sized regions
+    assert k == 2 and rsa.last_index.shape == (2, k * 16)
+    for i in range(2):
+        best = region_scores[i].topk(k).indices.tolist()
+        expected = [(r // 4 * 4 + dy) * 16 + r % 4 * 4 + dx for r in best for dy in range(4) for dx in range(4)]
+        assert rsa.last_index[i].tolist() == expected
+
+
 def test_sdpa_path_channels_last_and_bf16_match_explicit_path():
     explicit = tiny(4, use_sdpa=False).eval()
     fused = tiny(4, use_sdpa=True).eval()
