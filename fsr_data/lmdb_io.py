@@ -14,9 +14,15 @@ import os.path as osp
 
 def encode_png(img, compress_level=1):
     """PNG bytes of a uint8 image (H, W, 3 BGR or H, W gray); raises ValueError if OpenCV cannot encode it."""
-    ok, buf = cv2.imencode('.png', img, [cv2.IMWRITE_PNG_COMPRESSION, compress_level])
+    return encode_image(img, 'png', compress_level)
+
+
+def encode_image(img, fmt='png', compress_level=1):
+    """PNG or BMP bytes of a uint8 image (BasicSR's ``imfrombytes`` decodes both; BMP: ~100x faster, 1.5x larger)."""
+    params = [cv2.IMWRITE_PNG_COMPRESSION, compress_level] if fmt == 'png' else []
+    ok, buf = cv2.imencode('.' + fmt, img, params)
     if not ok:
-        raise ValueError(f'cannot encode an image of shape {img.shape} as PNG')
+        raise ValueError(f'cannot encode an image of shape {img.shape} as {fmt}')
     return buf.tobytes()
 
 
@@ -34,14 +40,16 @@ class LmdbWriter:
         path (str): folder ``*.lmdb`` (created if missing, reopened if present).
         map_size (int): initial map size in bytes; doubled whenever it is full.
         compress_level (int): PNG compression level, recorded in meta_info.txt as BasicSR does.
+        fmt (str): 'png' (BasicSR's choice) or 'bmp' (no compression: much faster to decode).
     """
 
-    def __init__(self, path, map_size=1 << 28, compress_level=1):
+    def __init__(self, path, map_size=1 << 28, compress_level=1, fmt='png'):
         if not path.endswith('.lmdb'):
             raise ValueError(f'LMDB path must end with .lmdb, got {path}')
         os.makedirs(path, exist_ok=True)
         self.path = path
         self.compress_level = compress_level
+        self.fmt = fmt
         self.env = lmdb.open(path, map_size=map_size)
         self.txn = None
         self.pending = []
@@ -53,7 +61,7 @@ class LmdbWriter:
     def put_image(self, key, img):
         """Queue ``img`` (uint8) under ``key``; returns its meta_info shape tuple (h, w, c)."""
         check_key(key)
-        self.pending.append((key.encode('ascii'), encode_png(img, self.compress_level)))
+        self.pending.append((key.encode('ascii'), encode_image(img, self.fmt, self.compress_level)))
         h, w = img.shape[:2]
         return (h, w, img.shape[2] if img.ndim == 3 else 1)
 
@@ -77,21 +85,21 @@ class LmdbWriter:
         self.env.close()
 
 
-def write_meta_info(lmdb_path, entries, compress_level=1):
+def write_meta_info(lmdb_path, entries, compress_level=1, fmt='png'):
     """Write ``meta_info.txt`` (``<key>.png (h,w,c) <level>`` per line, BasicSR's format) for [(key, shape)]."""
     tmp = osp.join(lmdb_path, 'meta_info.txt.tmp')
     with open(tmp, 'w') as f:
         for key, (h, w, c) in entries:
-            f.write(f'{key}.png ({h},{w},{c}) {compress_level}\n')
+            f.write(f'{key}.{fmt} ({h},{w},{c}) {compress_level}\n')
     os.replace(tmp, osp.join(lmdb_path, 'meta_info.txt'))
 
 
-def write_lmdb(lmdb_path, images, compress_level=1):
+def write_lmdb(lmdb_path, images, compress_level=1, fmt='png'):
     """Write a whole LMDB at once from ``images`` {key: uint8 image} (tests and small tools)."""
-    writer = LmdbWriter(lmdb_path, compress_level=compress_level)
+    writer = LmdbWriter(lmdb_path, compress_level=compress_level, fmt=fmt)
     entries = []
     for key, img in images.items():
         entries.append((key, writer.put_image(key, np.ascontiguousarray(img))))
     writer.close()
-    write_meta_info(lmdb_path, entries, compress_level)
+    write_meta_info(lmdb_path, entries, compress_level, fmt)
     return lmdb_path

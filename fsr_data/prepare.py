@@ -3,6 +3,8 @@
 Output folder (what ``FSRFaceDataset`` reads)::
 
     OUT/hr.lmdb  OUT/lr_x4.lmdb  OUT/lr_x8.lmdb  OUT/parsing.lmdb   (data.mdb + meta_info.txt each; keys have no dots)
+                         HR/LR images are stored as BMP bytes by default (--image-format png for BasicSR's PNG):
+                         BasicSR's readers decode both; BMP decodes ~100x faster (loader speed), PNG is ~1.5x smaller
     OUT/manifest.jsonl   one line per face: key, source file, face index, box, 5 landmarks, detection score, the 2x3
                          transform source -> HR crop (``crop = warpAffine(source, transform)``), sizes, options
     OUT/skipped.tsv      source, reason (unreadable | no_face | too_small | error), detail: skipped, never a crash
@@ -192,7 +194,7 @@ class PrepareJob:
     """One ``fsr-prepare`` run (resumable). ``run()`` returns a summary dict."""
 
     OPTION_KEYS = ('hr_size', 'scales', 'lr_kernel', 'parsing', 'aligned', 'detector', 'faces', 'max_upscale',
-                   'min_score', 'compress_level', 'template_zoom')
+                   'min_score', 'compress_level', 'image_format', 'template_zoom')
 
     def __init__(self, args, sources_root, rel_paths):
         self.args = args
@@ -208,6 +210,10 @@ class PrepareJob:
                 raise ValueError(f'--hr-size {self.hr_hw} is not divisible by scale {s}')
         self.detector = None
         self.parser = None
+
+    def _fmt(self, lmdb_name):
+        # label maps stay PNG: they compress 15x and decode fast (one channel, few runs)
+        return 'png' if lmdb_name == 'parsing' else self.args.image_format
 
     # --- state ---------------------------------------------------------------------------------------------------
     def options(self):
@@ -350,7 +356,7 @@ class PrepareJob:
         if todo:
             self._models()
         writers = {
-            n: LmdbWriter(osp.join(self.stage, f'{n}.lmdb'), compress_level=a.compress_level)
+            n: LmdbWriter(osp.join(self.stage, f'{n}.lmdb'), compress_level=a.compress_level, fmt=self._fmt(n))
             for n in self.lmdb_names
         }
         man = open(osp.join(self.stage, 'manifest.partial.jsonl'), 'a')
@@ -420,7 +426,7 @@ class PrepareJob:
         for n in self.lmdb_names:
             src = osp.join(self.stage, f'{n}.lmdb')
             if osp.isdir(src):
-                write_meta_info(src, [(e['key'], e['shapes'][n]) for e in ordered], a.compress_level)
+                write_meta_info(src, [(e['key'], e['shapes'][n]) for e in ordered], a.compress_level, self._fmt(n))
         for n in self.lmdb_names:
             src, dst = osp.join(self.stage, f'{n}.lmdb'), osp.join(self.out, f'{n}.lmdb')
             if osp.isdir(src):
@@ -493,6 +499,12 @@ def build_parser():
     p.add_argument('--limit', type=int, help='prepare only the first N photos (after the split)')
     p.add_argument('--commit-every', type=int, default=64, help='photos per LMDB transaction / manifest flush')
     p.add_argument('--compress-level', type=int, default=1, help='PNG compression level (BasicSR uses 1)')
+    p.add_argument(
+        '--image-format',
+        choices=['bmp', 'png'],
+        default='bmp',
+        help='encoding of the HR/LR images in the LMDBs (parsing maps are always PNG): bmp decodes ~100x faster than '
+        "png (the loader reaches 800+ samples/s per worker) at ~1.5x the size; both are read by BasicSR's imfrombytes")
     p.add_argument('--overwrite', action='store_true', help='redo a finished output folder')
     p.add_argument('--quiet', action='store_true', help='no progress bar')
     return p

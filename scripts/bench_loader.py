@@ -8,7 +8,8 @@ DataLoader worker does) and a ``DataLoader(num_workers=1, batch_size=16)`` (adds
     python scripts/bench_loader.py [--data demo_data/train] [--scale 4] [--samples 2000]
 
 Without ``--data`` (or if the folder is missing) it uses a synthetic dataset of 256 faces written to a temporary folder.
-Target: >= 800 samples/s per worker from LMDB at 128x128 with masks.
+Target: >= 800 samples/s per worker from LMDB at 128x128 with masks. The "per CPU-second" column (samples per second of
+CPU time of this process) is what one worker delivers on a core of its own.
 """
 import argparse
 import os
@@ -60,6 +61,18 @@ def export_folders(root, dst, scale):
     return dst
 
 
+def convert(root, dst, scale, fmt):
+    """The same dataset with HR/LR stored as ``fmt`` (parsing maps stay PNG)."""
+    from fsr_data.lmdb_io import write_lmdb
+    for name in ('hr', f'lr_x{scale}', 'parsing'):
+        env = lmdb.open(os.path.join(root, f'{name}.lmdb'), readonly=True, lock=False)
+        with env.begin() as txn:
+            imgs = {k.decode(): cv2.imdecode(np.frombuffer(v, np.uint8), cv2.IMREAD_UNCHANGED) for k, v in txn.cursor()}
+        env.close()
+        write_lmdb(os.path.join(dst, f'{name}.lmdb'), imgs, fmt='png' if name == 'parsing' else fmt)
+    return dst
+
+
 def options(root, scale, lmdb_backend, size):
     ext = '.lmdb' if lmdb_backend else ''
     return dict(
@@ -82,10 +95,11 @@ def bench(opt, samples):
     n = len(ds)
     for i in range(min(n, 32)):  # warm up (opens the LMDBs, fills the page cache)
         ds[i]
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     for i in range(samples):
         ds[i % n]
     direct = samples / (time.perf_counter() - t)
+    per_cpu_s = samples / (time.process_time() - c)
     ds.close()
     ds = FSRFaceDataset(opt)
     idx = [i % n for i in range(samples)]
@@ -98,7 +112,7 @@ def bench(opt, samples):
     for batch in it:
         count += batch['gt'].shape[0]
     loaded = count / (time.perf_counter() - t)
-    return direct, loaded, n
+    return direct, per_cpu_s, loaded, n
 
 
 def main():
@@ -119,11 +133,16 @@ def main():
         folders = export_folders(root, os.path.join(tmp, 'folders'), args.scale)
         print(f'FSRFaceDataset, gt_size {args.size}, x{args.scale}, masks + binary maps, flips/rotations, '
               f'torch threads 1, {args.samples} samples')
-        print('| backend | faces | getitem loop (samples/s) | DataLoader 1 worker, batch 16 (samples/s) |')
-        print('|---|---|---|---|')
-        for name, r, lm in (('LMDB', root, True), ('folders (PNG)', folders, False)):
-            direct, loaded, n = bench(options(r, args.scale, lm, args.size), args.samples)
-            print(f'| {name} | {n} | {direct:.0f} | {loaded:.0f} |')
+        print('| backend | faces | getitem loop (samples/s) | same, per CPU-second | DataLoader 1 worker, batch 16 '
+              '(samples/s) |')
+        print('|---|---|---|---|---|')
+        bmp = convert(root, os.path.join(tmp, 'bmp'), args.scale, 'bmp')
+        for name, r, lm in (('LMDB, PNG (default)', root, True), ('LMDB, BMP (--image-format bmp)', bmp, True),
+                            ('folders, PNG', folders, False)):
+            direct, per_cpu_s, loaded, n = bench(options(r, args.scale, lm, args.size), args.samples)
+            print(f'| {name} | {n} | {direct:.0f} | {per_cpu_s:.0f} | {loaded:.0f} |')
+        print(f'load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (wall-clock figures '
+              'drop when other processes compete for the cores; the per-CPU-second figure much less)')
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0

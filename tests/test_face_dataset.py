@@ -14,7 +14,7 @@ from fsr_data.lmdb_io import write_lmdb
 SCALE = 4
 
 
-def _make_data(root, n=3, size=32, seed=0, blocky=False):
+def _make_data(root, n=3, size=32, seed=0, blocky=False, fmt='png'):
     """Write hr/lr_x4/parsing as LMDBs and as folders. ``blocky``: HR = LR blocks, parsing = label from HR red."""
     rng = np.random.RandomState(seed)
     hr, lr, par = {}, {}, {}
@@ -33,7 +33,8 @@ def _make_data(root, n=3, size=32, seed=0, blocky=False):
         hr[key], lr[key] = hr_img, lr_img
     paths = {}
     for name, images in (('hr', hr), (f'lr_x{SCALE}', lr), ('parsing', par)):
-        paths[name + '.lmdb'] = write_lmdb(os.path.join(root, name + '.lmdb'), images)
+        paths[name + '.lmdb'] = write_lmdb(
+            os.path.join(root, name + '.lmdb'), images, fmt='png' if name == 'parsing' else fmt)
         folder = os.path.join(root, name)
         os.makedirs(folder)
         for key, img in images.items():
@@ -58,10 +59,10 @@ def _opt(paths, lmdb_backend=True, **kw):
     return opt
 
 
-@pytest.mark.parametrize('lmdb_backend', [True, False])
+@pytest.mark.parametrize('lmdb_backend,fmt', [(True, 'png'), (True, 'bmp'), (False, 'png')])
 @pytest.mark.parametrize('phase', ['train', 'val'])
-def test_same_lq_gt_as_paired_image_dataset(tmp_path, lmdb_backend, phase):
-    paths, *_ = _make_data(str(tmp_path))
+def test_same_lq_gt_as_paired_image_dataset(tmp_path, lmdb_backend, fmt, phase):
+    paths, *_ = _make_data(str(tmp_path), fmt=fmt)
     ours = FSRFaceDataset(_opt(paths, lmdb_backend, phase=phase, return_component_masks=True))
     ref_opt = _opt(paths, lmdb_backend, phase=phase)
     ref_opt.pop('dataroot_parsing')
