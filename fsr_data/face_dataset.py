@@ -8,7 +8,7 @@ Options (those of BasicSR's ``PairedImageDataset`` plus the parsing ones):
 - ``dataroot_gt``, ``dataroot_lq``, ``io_backend`` (``{type: lmdb}`` or ``{type: disk}``), ``meta_info_file`` and
   ``filename_tmpl`` (folders only), ``scale``, ``phase``, ``mean``/``std``, ``color: y``: as ``PairedImageDataset``.
 - ``gt_size`` (train only): HR patch size, an int or ``[h, w]`` (e.g. ``[216, 176]``); must be a multiple of
-  ``scale``. With ``gt_size`` equal to the HR size the crop keeps the whole face (the usual FSR setting).
+  ``scale``. Left out (or ``~``), or equal to the HR size: no crop, the whole face (the usual FSR setting).
 - ``use_hflip``, ``use_rot``: as BasicSR (``basicsr.data.transforms.augment``): horizontal flip, vertical flip and
   transpose, each with probability 0.5.
 - ``rot_mode``: ``'basicsr'`` (default, above) or ``'rot90'`` (TANet's paper: rotation by a random multiple of 90
@@ -155,8 +155,8 @@ class FSRFaceDataset(data.Dataset):
         if self.parsing_folder is not None:
             self.parsing_folder = str(self.parsing_folder)
         if self.phase == 'train':
-            self.gt_hw = _to_hw(opt['gt_size'], 'gt_size')
-            if self.gt_hw[0] % self.scale or self.gt_hw[1] % self.scale:
+            self.gt_hw = None if opt.get('gt_size') is None else _to_hw(opt['gt_size'], 'gt_size')
+            if self.gt_hw is not None and (self.gt_hw[0] % self.scale or self.gt_hw[1] % self.scale):
                 raise ValueError(f'gt_size {opt["gt_size"]} must be a multiple of scale {self.scale}.')
 
         self.backend = self.io_backend_opt['type']
@@ -308,7 +308,12 @@ class FSRFaceDataset(data.Dataset):
                     'CelebAMask-HQ label map (0..18).')
 
         if self.phase == 'train':
-            img_gt, img_lq, parsing = self._random_crop(img_gt, img_lq, parsing, gt_path)
+            if self.gt_hw is not None:
+                img_gt, img_lq, parsing = self._random_crop(img_gt, img_lq, parsing, gt_path)
+            else:
+                img_gt = img_gt[0:img_lq.shape[0] * scale, 0:img_lq.shape[1] * scale]
+                if parsing is not None:
+                    parsing = parsing[0:img_lq.shape[0] * scale, 0:img_lq.shape[1] * scale]
             arrays = [img_gt, img_lq] + ([parsing] if parsing is not None else [])
             arrays, mirrored = self._augment(arrays)
             img_gt, img_lq = arrays[0], arrays[1]

@@ -126,7 +126,7 @@ def test_hflip_swaps_left_right_labels(tmp_path):
 
 def test_rot90_mode_without_hflip_never_mirrors(tmp_path):
     paths, _, _, par = _make_data(str(tmp_path), n=1)
-    ds = FSRFaceDataset(_opt(paths, gt_size=32, use_hflip=False, rot_mode='rot90', return_parsing=True))
+    ds = FSRFaceDataset(_opt(paths, gt_size=None, use_hflip=False, rot_mode='rot90', return_parsing=True))
     rots = {k: np.rot90(par['face000'], k) for k in range(4)}
     seen = set()
     for seed in range(20):
