@@ -158,7 +158,8 @@ def part_memory(args):
     for case in args.memory_cases:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO_ROOT, os.environ.get('PYTHONPATH', '')]))
         proc = subprocess.run(
-            [sys.executable, os.path.abspath(__file__), '--memory-child', case, '--device', args.device],
+            [sys.executable, os.path.abspath(__file__), '--memory-child', case, '--device', args.device] +
+            (['--threads', str(args.threads)] if args.threads else []),
             capture_output=True,
             text=True,
             env=env)
