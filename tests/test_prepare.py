@@ -114,7 +114,8 @@ def test_bad_images_are_reported_and_skipped(tmp_path):
     (tmp_path / 'photos' / 'broken.jpg').write_bytes(b'\xff\xd8 this is not a JPEG')
     cv2.imwrite(str(tmp_path / 'photos' / 'tiny.png'), np.zeros((12, 10, 3), np.uint8))
     cv2.imwrite(str(tmp_path / 'photos' / 'flat.png'), np.full((120, 100, 3), 127, np.uint8))
-    cv2.imwrite(str(tmp_path / 'photos' / 'astronaut.png'), skimage.data.astronaut()[..., ::-1])
+    astronaut = cv2.resize(skimage.data.astronaut()[..., ::-1], (256, 256), interpolation=cv2.INTER_AREA)
+    cv2.imwrite(str(tmp_path / 'photos' / 'astronaut.png'), astronaut)
     out = str(tmp_path / 'out')
     summary = prepare([src, '-o', out] + ARGS)
     assert summary['faces'] == 5 and summary['skipped'] == 2
@@ -154,6 +155,8 @@ def test_bad_images_are_reported_and_skipped(tmp_path):
     eye_rows = np.nonzero(sample['masks'][0].sum(1).numpy())[0]
     mouth_rows = np.nonzero(sample['masks'][3].sum(1).numpy())[0]
     assert eye_rows.mean() < mouth_rows.mean()  # the eyes are above the mouth
+    parsing = sample['parsing_gt'].numpy()
+    assert np.nonzero(parsing == 4)[1].mean() < 32 < np.nonzero(parsing == 5)[1].mean()  # l_eye on the image's left
 
 
 def test_lr_kernels_and_non_square(tmp_path):
@@ -177,3 +180,42 @@ def test_lr_kernels_and_non_square(tmp_path):
     with pytest.raises(FileExistsError, match='overwrite'):
         os.makedirs(f'{tmp_path}/other/hr.lmdb')
         prepare([src, '-o', f'{tmp_path}/other', '--aligned', '--hr-size', '48x40', '--scales', '4', '--quiet'])
+
+
+def test_alignment_transform_and_inverse():
+    from fsr_data.face_align import align_face, apply_affine, inverse_affine, template_5pts
+    tpl = template_5pts(64, 48)
+    assert tpl.shape == (5, 2) and tpl[0, 0] < tpl[2, 0] < tpl[1, 0] and tpl[0, 1] < tpl[2, 1] < tpl[3, 1]
+    ang, s, t = np.deg2rad(20), 2.5, np.array([130., 90.])
+    A = s * np.array([[np.cos(ang), -np.sin(ang)], [np.sin(ang), np.cos(ang)]])
+    lm = tpl @ A.T + t  # the template seen rotated, 2.5x larger, shifted in a "photo"
+    photo = (np.random.RandomState(0).rand(320, 320, 3) * 255).astype(np.uint8)
+    crop, M = align_face(photo, lm, (64, 48))
+    assert crop.shape == (64, 48, 3) and M.shape == (2, 3)
+    assert np.abs(apply_affine(M, lm) - tpl).max() < 1e-3
+    assert np.abs(apply_affine(inverse_affine(M), tpl) - lm).max() < 1e-3
+    assert abs(np.linalg.det(M[:, :2]) - 1 / s**2) < 1e-6
+
+
+def test_detector_and_bisenet_weights_are_local_files(tmp_path):
+    import torch
+    from facexlib.detection.retinaface import RetinaFace
+    from facexlib.parsing.bisenet import BiSeNet
+
+    from fsr_data.face_align import FaceDetector
+    from fsr_data.parsing import BiSeNetParser
+    with pytest.raises(FileNotFoundError, match='detection_Resnet50_Final.pth'):
+        FaceDetector('retinaface', weights=str(tmp_path / 'missing.pth'))
+    with pytest.raises(FileNotFoundError, match='parsing_bisenet.pth'):
+        BiSeNetParser(str(tmp_path))
+    with pytest.raises(FileNotFoundError, match='--bisenet-weights'):
+        prepare([str(tmp_path), '-o', str(tmp_path / 'o'), '--parsing', 'bisenet'])
+    # random weights saved locally stand in for the real files: the code paths load and run them
+    torch.manual_seed(0)
+    path = tmp_path / 'detection_mobilenet0.25_Final.pth'
+    torch.save(RetinaFace('mobile0.25', device='cpu').state_dict(), path)
+    faces = FaceDetector('retinaface', weights=str(path), threshold=0.0).detect(np.zeros((64, 64, 3), np.uint8))
+    assert all(f['landmarks'].shape == (5, 2) and f['box'].shape == (4, ) for f in faces)
+    torch.save(BiSeNet(num_class=19).state_dict(), tmp_path / 'parsing_bisenet.pth')
+    labels, _ = BiSeNetParser(str(tmp_path)).parse(np.zeros((40, 32, 3), np.uint8))
+    assert labels.shape == (40, 32) and labels.dtype == np.uint8 and labels.max() < 19
