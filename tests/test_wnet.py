@@ -211,10 +211,10 @@ def test_tiny_training(tmp_path, vgg_file):
             'loss_weight': 0.5,
             'vgg_weights_path': vgg_file
         },
-        'total_iter': 30,
+        'total_iter': 20,
     }
     val_opt = {
-        'val_freq': 30,
+        'val_freq': 20,
         'save_img': False,
         'metrics': {
             'psnr': {
@@ -233,7 +233,7 @@ def test_tiny_training(tmp_path, vgg_file):
         },
         data,
         scale=4,
-        total_iter=30,
+        total_iter=20,
         lr=2e-3,
         dataset_type='FSRFaceDataset',
         model_type='WNetModel',
@@ -243,13 +243,13 @@ def test_tiny_training(tmp_path, vgg_file):
             'val': val_opt
         })
     opt['datasets']['val'] = val
-    opt['logger']['save_checkpoint_freq'] = 30
+    opt['logger']['save_checkpoint_freq'] = 20
     opt_path = write_opt(opt, tmp_path / 'tiny_wnet.yml')
     run_command([console_script('fsr-train'), '-opt', opt_path], tmp_path, env=subprocess_env(OMP_NUM_THREADS='1'))
     losses = read_losses(tmp_path, 'tiny_wnet')
     assert {'l_pix', 'l_par', 'l_key', 'l_total'} <= set(losses)
     assert loss_fell(losses['l_total'], window=5) and loss_fell(losses['l_par'], window=5)
     exp = tmp_path / 'experiments' / 'tiny_wnet'
-    assert (exp / 'models' / 'net_g_30.pth').is_file()
+    assert (exp / 'models' / 'net_g_20.pth').is_file()
     log = open(sorted(exp.glob('train_*.log'))[-1]).read()
     assert '# parsing_mse:' in log and '# psnr:' in log
