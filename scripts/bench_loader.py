@@ -130,15 +130,17 @@ def main():
         if not root or not os.path.isfile(os.path.join(root, 'hr.lmdb', 'data.mdb')):
             root = synthetic(os.path.join(tmp, 'lmdb'), size=args.size, scale=args.scale)
             print(f'using a synthetic dataset ({root})')
-        folders = export_folders(root, os.path.join(tmp, 'folders'), args.scale)
+        png = convert(root, os.path.join(tmp, 'png'), args.scale, 'png')
+        bmp = convert(root, os.path.join(tmp, 'bmp'), args.scale, 'bmp')
+        folders = export_folders(png, os.path.join(tmp, 'folders'), args.scale)
         print(f'FSRFaceDataset, gt_size {args.size}, x{args.scale}, masks + binary maps, flips/rotations, '
               f'torch threads 1, {args.samples} samples')
         print('| backend | faces | getitem loop (samples/s) | same, per CPU-second | DataLoader 1 worker, batch 16 '
               '(samples/s) |')
         print('|---|---|---|---|---|')
-        bmp = convert(root, os.path.join(tmp, 'bmp'), args.scale, 'bmp')
-        for name, r, lm in (('LMDB, PNG (default)', root, True), ('LMDB, BMP (--image-format bmp)', bmp, True),
-                            ('folders, PNG', folders, False)):
+        cases = [('LMDB, BMP (fsr-prepare default)', bmp, True), ('LMDB, PNG (--image-format png)', png, True),
+                 ('folders, PNG', folders, False)]
+        for name, r, lm in cases:
             direct, per_cpu_s, loaded, n = bench(options(r, args.scale, lm, args.size), args.samples)
             print(f'| {name} | {n} | {direct:.0f} | {per_cpu_s:.0f} | {loaded:.0f} |')
         print(f'load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (wall-clock figures '
