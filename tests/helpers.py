@@ -203,7 +203,7 @@ def subprocess_env(**overrides):
     env['PYTHONPATH'] = os.pathsep.join([os.path.join(TESTS_DIR, 'offline'), REPO_ROOT] +
                                         ([env['PYTHONPATH']] if env.get('PYTHONPATH') else []))
     env['CUDA_VISIBLE_DEVICES'] = ''
-    env.setdefault('OMP_NUM_THREADS', '2')
+    env.setdefault('OMP_NUM_THREADS', '1')  # tiny networks: more threads only add OpenMP waits
     env.update(overrides)
     return env
 
