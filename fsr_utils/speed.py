@@ -122,9 +122,18 @@ def time_forward(net, x, warmup, repeats, autocast_dtype=None):
 
 
 def count_flops(net, x):
+    """FLOPs of one forward. FlopCounterMode does not count ``F.scaled_dot_product_attention`` on every backend (not
+    on the CPU), so modules with a ``use_sdpa`` switch run their explicit attention (same result) while counting."""
     from torch.utils.flop_counter import FlopCounterMode
-    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
-        net(x)
+    switched = [m for m in net.modules() if getattr(m, 'use_sdpa', None) is True]
+    for module in switched:
+        module.use_sdpa = False
+    try:
+        with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+            net(x)
+    finally:
+        for module in switched:
+            module.use_sdpa = True
     return counter.get_total_flops()
 
 

@@ -75,3 +75,15 @@ def test_table_on_a_tiny_config(tmp_path):
     assert row['CPU img/s (b16)'] == '-'  # --quick
     with pytest.raises(SystemExit, match='unknown network'):
         speed.main(['--arch', 'NoSuchNet', '--out', str(tmp_path / 'x.md')])
+
+
+def test_flops_count_attention_done_by_sdpa():
+    """FlopCounterMode misses the CPU SDPA kernel: count_flops must give the explicit-attention count either way."""
+    import torch
+
+    from fsr_arch.tanet_arch import TINY_CONFIG, TANet
+    from fsr_utils.speed import count_flops
+    x = torch.rand(1, 3, 8, 8)
+    fused, explicit = TANet(upscale=4, **TINY_CONFIG, use_sdpa=True), TANet(upscale=4, **TINY_CONFIG, use_sdpa=False)
+    assert count_flops(fused, x) == count_flops(explicit, x) > 0
+    assert all(m.use_sdpa for m in fused.modules() if hasattr(m, 'use_sdpa'))  # switched back afterwards
