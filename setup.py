@@ -51,13 +51,16 @@ setup(
         'numpy>=1.24',
         'scipy>=1.10',
         'scikit-image>=0.21',
+        'matplotlib>=3.7',  # ships grace_hopper.jpg, one of the demo photos
+        'Pillow>=9.0',
+        'pytorch-fid>=0.3.0',  # FID's Inception network (weights from a local file)
         'pyyaml>=6.0',
         'tqdm>=4.60',
         'tensorboard>=2.10',
         'dlib-bin>=19.24',
         'face_recognition_models>=0.3.0',
     ],
-    extras_require={'dev': ['pytest>=7', 'flake8>=6', 'isort>=5.12', 'yapf>=0.40']},
+    extras_require={'dev': ['pytest>=7', 'flake8>=6', 'isort>=5.12', 'yapf>=0.40', 'sewar>=0.4.6']},
     entry_points={
         'console_scripts': [
             'fsr-train=fsr_utils.cli:train',
