@@ -257,3 +257,14 @@ def loss_fell(values, window=3):
     """True when the mean of the last ``window`` logged values is below the mean of the first ``window``."""
     assert len(values) >= 2 * window, f'too few logged losses: {values}'
     return float(np.mean(values[-window:])) < float(np.mean(values[:window]))
+
+
+def save_small_vgg19(path, num_layers=9):
+    """A torchvision-format VGG19 weights file with random weights for ``features[:num_layers]`` only (9: up to
+    relu2_2), a stand-in for ``vgg19-dcbb9e9d.pth`` (550 MB, not downloadable here) for the layers the tests use."""
+    import torch
+    from torchvision.models.vgg import cfgs, make_layers
+    torch.manual_seed(0)
+    state = make_layers(cfgs['E'])[:num_layers].state_dict()
+    torch.save({f'features.{k}': v for k, v in state.items()}, str(path))
+    return str(path)

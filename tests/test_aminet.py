@@ -4,8 +4,8 @@ import os
 import pytest
 import torch
 import yaml
-from helpers import (console_script, loss_fell, make_face_dataset, read_losses, run_command, subprocess_env,
-                     tiny_train_opt, write_opt)
+from helpers import (console_script, loss_fell, make_face_dataset, read_losses, run_command, save_small_vgg19,
+                     subprocess_env, tiny_train_opt, write_opt)
 
 from fsr_arch.amigan_discriminator_arch import TINY_CONFIG as D_TINY
 from fsr_arch.amigan_discriminator_arch import AMIGANDiscriminator
@@ -35,14 +35,7 @@ def tiny(upscale, **kwargs):
 
 @pytest.fixture(scope='module')
 def vgg_file(tmp_path_factory):
-    """A randomly initialised torchvision VGG19 state_dict, first two blocks only (keys ``features.0`` to
-    ``features.7``; the real ImageNet weights cannot be downloaded here and the tests use layers up to conv2_2)."""
-    from torchvision.models.vgg import cfgs, make_layers
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp('vgg') / 'vgg19-dcbb9e9d.pth'
-    state = make_layers(cfgs['E'])[:9].state_dict()
-    torch.save({f'features.{k}': v for k, v in state.items()}, path)
-    return str(path)
+    return save_small_vgg19(tmp_path_factory.mktemp('vgg') / 'vgg19-dcbb9e9d.pth')
 
 
 @pytest.mark.parametrize('upscale,hr', [(4, (32, 32)), (8, (32, 32)), (4, (48, 40)), (8, (128, 128))])

@@ -4,37 +4,12 @@ import os
 import pytest
 import torch
 import yaml
-from helpers import (REPO_ROOT, console_script, loss_fell, make_face_dataset, read_losses, run_command, subprocess_env,
-                     tiny_train_opt, write_opt)
+from helpers import (REPO_ROOT, console_script, loss_fell, make_face_dataset, read_losses, run_command,
+                     save_small_vgg19, subprocess_env, tiny_train_opt, write_opt)
 from torch.nn import functional as F
 
 from fsr_arch.wnet_arch import PAPER_CONFIGS, TINY_CONFIG, WNet
 from fsr_losses.wnet_loss import WNetKeyRegionLoss
-
-VGG_LAYERS_USED = 9  # torchvision vgg19.features[:9] reaches relu2_2
-
-
-def save_small_vgg19(path):
-    """A torchvision-format VGG19 state_dict file of about 1 MB: random weights (He init) for the layers up to relu2_2
-    and stride-0 views of a single zero for the rest (torch.save stores the 1-element storage; load_state_dict copies
-    it into every element), so the test does not write 550 MB."""
-    from torchvision.models import vgg19
-    with torch.device('meta'):
-        shapes = {k: v.shape for k, v in vgg19(weights=None).state_dict().items()}
-    gen = torch.Generator().manual_seed(0)
-    state = {}
-    for key, shape in shapes.items():
-        parts = key.split('.')
-        if parts[0] == 'features' and int(parts[1]) < VGG_LAYERS_USED:
-            if parts[2] == 'weight':
-                fan_in = shape[1] * shape[2] * shape[3]
-                state[key] = torch.randn(shape, generator=gen) * (2.0 / fan_in)**0.5
-            else:
-                state[key] = torch.zeros(shape)
-        else:
-            state[key] = torch.zeros(1).expand(shape)
-    torch.save(state, str(path))
-    return str(path)
 
 
 @pytest.fixture(scope='module', autouse=True)
