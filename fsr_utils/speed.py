@@ -99,31 +99,74 @@ def lr_size(net, hr_size, scale):
     return -(-s // m) * m
 
 
-def _sync(device):
+# ------------------------------------------------------------------------------------------- measuring helpers
+# Shared by fsr-speed and the per-network benchmarks in scripts/ (bench_*.py).
+def sync(device):
+    """Wait for the kernels queued on ``device`` (CUDA); nothing to wait for on the CPU.
+
+    Args:
+        device (torch.device | str): The device timed.
+    """
+    device = torch.device(device)
     if device.type == 'cuda':
         torch.cuda.synchronize(device)
 
 
-def time_forward(net, x, warmup, repeats, autocast_dtype=None):
-    """Median seconds of ``repeats`` forwards after ``warmup`` forwards."""
-    device = x.device
-    ctx = (lambda: torch.autocast(device.type, dtype=autocast_dtype)) if autocast_dtype else torch.no_grad
-    times = []
+def timeit(fn, device, repeats, warmup=1, cpu_time=False):
+    """Median time of ``fn()`` under ``torch.inference_mode``.
+
+    ``warmup`` untimed calls, then ``repeats`` timed ones, each between two :func:`sync` calls.
+
+    Args:
+        fn (callable): What to time (it chooses its own autocast / memory format).
+        device (torch.device | str): The device ``fn`` runs on (synchronised around each call).
+        repeats (int): Timed calls (at least 1).
+        warmup (int): Untimed calls before them. Default: 1.
+        cpu_time (bool): Also return the median process CPU time (``time.process_time``, summed over threads), which
+            other processes on a shared machine disturb much less than the wall time. Default: False.
+
+    Returns:
+        float | tuple[float, float]: Median wall seconds, or ``(wall seconds, CPU seconds)`` with ``cpu_time``.
+    """
+    times, cpu_times = [], []
     with torch.inference_mode():
         for i in range(warmup + repeats):
-            with ctx():
-                _sync(device)
-                t = time.perf_counter()
-                net(x)
-                _sync(device)
-                if i >= warmup:
-                    times.append(time.perf_counter() - t)
+            sync(device)
+            start, cpu_start = time.perf_counter(), time.process_time()
+            fn()
+            sync(device)
+            if i >= warmup:
+                times.append(time.perf_counter() - start)
+                cpu_times.append(time.process_time() - cpu_start)
+    if cpu_time:
+        return statistics.median(times), statistics.median(cpu_times)
     return statistics.median(times)
 
 
+def time_forward(net, x, warmup, repeats, autocast_dtype=None):
+    """Median seconds of ``repeats`` forwards ``net(x)`` after ``warmup`` forwards (:func:`timeit`), optionally under
+    ``torch.autocast(dtype=autocast_dtype)``."""
+
+    def forward():
+        if autocast_dtype:
+            with torch.autocast(x.device.type, dtype=autocast_dtype):
+                return net(x)
+        return net(x)
+
+    return timeit(forward, x.device, repeats, warmup)
+
+
+def count_params(module):
+    """Number of parameters of ``module`` (``sum(p.numel())``)."""
+    return sum(p.numel() for p in module.parameters())
+
+
 def count_flops(net, x):
-    """FLOPs of one forward. FlopCounterMode does not count ``F.scaled_dot_product_attention`` on every backend (not
-    on the CPU), so modules with a ``use_sdpa`` switch run their explicit attention (same result) while counting."""
+    """FLOPs of one forward ``net(x)`` (``torch.utils.flop_counter.FlopCounterMode``, 2 per multiply-accumulate).
+
+    FlopCounterMode does not count ``F.scaled_dot_product_attention`` on every backend (not on the CPU), so modules
+    with a ``use_sdpa`` switch run their explicit attention (same result) while counting, and are switched back after.
+    """
     from torch.utils.flop_counter import FlopCounterMode
     switched = [m for m in net.modules() if getattr(m, 'use_sdpa', None) is True]
     for module in switched:
@@ -137,13 +180,58 @@ def count_flops(net, x):
     return counter.get_total_flops()
 
 
-# ------------------------------------------------------------------------------------------------------- CPU memory
-def _proc_status_kb(field):
+def proc_status_kb(field):
+    """A field of ``/proc/self/status`` in KiB (Linux), e.g. ``VmRSS`` (resident now) or ``VmHWM`` (peak resident).
+
+    Raises:
+        KeyError: The field is not there.
+    """
     with open('/proc/self/status') as f:
         for line in f:
             if line.startswith(field + ':'):
                 return int(line.split()[1])
     raise KeyError(field)
+
+
+def peak_memory(fn, device='cpu'):
+    """Peak memory that ``fn()`` adds above what the process holds before it.
+
+    * CUDA: ``torch.cuda.max_memory_allocated`` during ``fn()`` minus ``torch.cuda.memory_allocated`` before it.
+    * CPU (Linux): the kernel's peak-RSS mark is reset (``echo 5 > /proc/self/clear_refs``) and the result is
+      ``VmHWM`` after ``fn()`` minus ``VmRSS`` before it. Where the mark cannot be reset, ``ru_maxrss`` after ``fn()``
+      minus the RSS before it, an upper bound (earlier peaks of the process count too).
+
+    ``fn`` chooses its own grad mode. Run it in a fresh process for figures that other cases' allocator caches do not
+    hide, after one warm-up call that loads code pages and thread pools.
+
+    Args:
+        fn (callable): What to measure.
+        device (torch.device | str): Where ``fn`` allocates. Default: 'cpu'.
+
+    Returns:
+        tuple[int, str]: Peak bytes and the method (``'max_memory_allocated'``, ``'VmHWM'`` or ``'ru_maxrss'``).
+    """
+    device = torch.device(device)
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        held = torch.cuda.memory_allocated(device)
+        fn()
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - held, 'max_memory_allocated'
+    try:
+        with open('/proc/self/clear_refs', 'w') as f:
+            f.write('5')
+        method = 'VmHWM'
+    except OSError:
+        method = 'ru_maxrss'
+    before = proc_status_kb('VmRSS') if os.path.exists('/proc/self/status') else 0
+    fn()
+    if method == 'VmHWM':
+        peak = proc_status_kb('VmHWM')
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    return (peak - before) * 1024, method
 
 
 def measure_cpu_memory_here(name, kwargs, hr_size, scale):
@@ -155,19 +243,13 @@ def measure_cpu_memory_here(name, kwargs, hr_size, scale):
     with torch.inference_mode():
         net(x)  # warm-up: code pages, thread pools, one-time buffers
     gc.collect()
-    try:
-        with open('/proc/self/clear_refs', 'w') as f:
-            f.write('5')
-        before = _proc_status_kb('VmRSS')
+
+    def forward():
         with torch.inference_mode():
             net(x)
-        return (_proc_status_kb('VmHWM') - before) / 1024., 'VmHWM'
-    except OSError:
-        before = _proc_status_kb('VmRSS') if os.path.exists('/proc/self/status') else 0
-        with torch.inference_mode():
-            net(x)
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KB on Linux
-        return (peak - before) / 1024., 'ru_maxrss'
+
+    peak, method = peak_memory(forward)
+    return peak / 2**20, method
 
 
 def measure_cpu_memory(name, kwargs, hr_size, scale, timeout=600):
@@ -199,7 +281,7 @@ def measure(name, kwargs, scale, hr_size, warmup=1, repeats=3, throughput=True, 
         'Network': name,
         'Scale': f'x{scale}',
         'Input': f'{s}x{s} -> {s * scale}x{s * scale}',
-        'Params (M)': sum(p.numel() for p in net.parameters()) / 1e6,
+        'Params (M)': count_params(net) / 1e6,
         'GFLOPs': count_flops(net, x) / 1e9,
     }
     t1 = time_forward(net, x, warmup, repeats)
@@ -220,13 +302,12 @@ def measure_gpu(net, x, device, warmup, repeats):
     """GPU fp32 and bf16-autocast + channels_last latency (batch 1) and fp32 peak memory."""
     net = net.to(device)
     x = x.to(device)
-    torch.cuda.synchronize(device)
-    torch.cuda.reset_peak_memory_stats(device)
-    held = torch.cuda.memory_allocated(device)
-    with torch.inference_mode():
-        net(x)
-    torch.cuda.synchronize(device)
-    peak = (torch.cuda.max_memory_allocated(device) - held) / 2**20
+
+    def forward():
+        with torch.inference_mode():
+            net(x)
+
+    peak = peak_memory(forward, device)[0] / 2**20
     fp32 = time_forward(net, x, max(warmup, 2), max(repeats, 5))
     net_cl = net.to(memory_format=torch.channels_last)
     bf16 = time_forward(net_cl, x.to(memory_format=torch.channels_last), max(warmup, 2), max(repeats, 5),
