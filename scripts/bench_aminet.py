@@ -10,28 +10,28 @@ Figures:
 
 - ``params``: parameters of the paper configuration (``PAPER_CONFIGS``; the paper's Table II says 12.62M), of each part
   (encoders, bottleneck, decoders with EDFF, up/down-sampling) and of AMIGAN's discriminator; FLOPs
-  (``torch.utils.flop_counter.FlopCounterMode``, 1 multiply-add = 2 FLOPs; element-wise ops, pooling, softmax and the
-  bicubic up-sampling are not counted) at x8 (16->128) and x4 (32->128).
-- ``latency``: batch-1 forward latency for 16->128 (x8) under ``torch.no_grad``, median of ``--repeats`` runs after a
-  warm-up, with the machine's default thread count (``--threads`` to change it). On CUDA also channels_last and bf16
-  autocast.
+  (``fsr_utils.speed.count_flops``: ``torch.utils.flop_counter.FlopCounterMode``, 1 multiply-add = 2 FLOPs;
+  element-wise ops, pooling, softmax and the bicubic up-sampling are not counted) at x8 (16->128) and x4 (32->128).
+- ``latency``: batch-1 forward latency for 16->128 (x8) under ``torch.inference_mode`` (``fsr_utils.speed.timeit``),
+  median of ``--repeats`` runs after a warm-up, with the machine's default thread count (``--threads`` to change it).
+  On CUDA also channels_last and bf16 autocast.
 - ``memory``: peak memory of one batch-1 16->128 forward (``torch.no_grad``) and of one training step (forward +
-  backward, batch 1) in a fresh process: on the CPU the peak resident set size (``ru_maxrss``) minus the resident size
-  just before; on CUDA ``torch.cuda.max_memory_allocated`` minus the memory allocated before.
+  backward, batch 1) in a fresh process (``fsr_utils.speed.peak_memory``): on the CPU the peak resident set size
+  (``VmHWM``, its mark reset through ``/proc/self/clear_refs``; ``ru_maxrss`` where it cannot be reset) minus the
+  resident size just before; on CUDA ``torch.cuda.max_memory_allocated`` minus the memory allocated before.
 """
 import argparse
 import json
 import os
-import resource
-import statistics
 import subprocess
 import sys
-import time
 import torch
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
+
+from fsr_utils.speed import count_flops, count_params, peak_memory, timeit  # noqa: E402
 
 
 def build(scale='x8', device='cpu'):
@@ -40,58 +40,27 @@ def build(scale='x8', device='cpu'):
     return AMINet(**PAPER_CONFIGS[scale]).to(device).eval()
 
 
-def _sync(device):
-    if torch.device(device).type == 'cuda':
-        torch.cuda.synchronize()
-
-
-def timeit(fn, device, repeats, warmup=2):
-    """Median wall time of ``fn()`` in seconds."""
-    with torch.no_grad():
-        for _ in range(warmup):
-            fn()
-        _sync(device)
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            fn()
-            _sync(device)
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def count_flops(net, x):
-    from torch.utils.flop_counter import FlopCounterMode
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        net(x)
-    return counter.get_total_flops()
-
-
-def n_params(module):
-    return sum(p.numel() for p in module.parameters())
-
-
 def part_params(args):
     from fsr_arch.amigan_discriminator_arch import PAPER_CONFIGS as D_CONFIGS
     from fsr_arch.amigan_discriminator_arch import AMIGANDiscriminator
     net = build('x8')
-    total = n_params(net)
+    total = count_params(net)
     print('## Parameters and FLOPs (paper configuration)')
     print(f'AMINet parameters: {total / 1e6:.2f}M (paper, Table II: 12.62M; {100 * (total / 12.62e6 - 1):+.1f}%)')
     parts = {
-        'head + tail convs': n_params(net.conv_first) + n_params(net.conv_last),
-        'encoders (3 LGFI)': n_params(net.encoders),
-        'bottleneck (2 LGFI)': n_params(net.bottleneck),
-        'decoders (3 LGFI)': n_params(net.decoders),
-        'EDFF x3': n_params(net.fusions),
-        'down/up-sampling': n_params(net.downs) + n_params(net.ups),
+        'head + tail convs': count_params(net.conv_first) + count_params(net.conv_last),
+        'encoders (3 LGFI)': count_params(net.encoders),
+        'bottleneck (2 LGFI)': count_params(net.bottleneck),
+        'decoders (3 LGFI)': count_params(net.decoders),
+        'EDFF x3': count_params(net.fusions),
+        'down/up-sampling': count_params(net.downs) + count_params(net.ups),
     }
     for name, count in parts.items():
         print(f'  {name}: {count / 1e6:.3f}M')
     lgfi = net.bottleneck[0]
-    print('  one bottleneck LGFI: ' + ', '.join(f'{name} {n_params(getattr(lgfi, name)) / 1e6:.3f}M'
+    print('  one bottleneck LGFI: ' + ', '.join(f'{name} {count_params(getattr(lgfi, name)) / 1e6:.3f}M'
                                                 for name in ('sa', 'rdfe', 'skaf')))
-    print(f'AMIGANDiscriminator (128x128): {n_params(AMIGANDiscriminator(**D_CONFIGS["x8"])) / 1e6:.2f}M')
+    print(f'AMIGANDiscriminator (128x128): {count_params(AMIGANDiscriminator(**D_CONFIGS["x8"])) / 1e6:.2f}M')
     for scale, lr in (('x8', 16), ('x4', 32)):
         flops = count_flops(build(scale), torch.rand(1, 3, lr, lr))
         print(f'FLOPs {scale} ({lr}->128, batch 1): {flops / 1e9:.2f} GFLOPs')
@@ -104,17 +73,17 @@ def part_latency(args):
     x = torch.rand(1, 3, 16, 16, device=device)
     print(f'## Latency, batch 1, 16->128 (x8), {args.device}, threads {torch.get_num_threads()}, '
           f'median of {args.repeats}')
-    results = {'fp32': timeit(lambda: net(x), device, args.repeats)}
+    results = {'fp32': timeit(lambda: net(x), device, args.repeats, warmup=2)}
     if device.type == 'cuda':
         net_cl = net.to(memory_format=torch.channels_last)
         x_cl = x.to(memory_format=torch.channels_last)
-        results['fp32 channels_last'] = timeit(lambda: net_cl(x_cl), device, args.repeats)
+        results['fp32 channels_last'] = timeit(lambda: net_cl(x_cl), device, args.repeats, warmup=2)
 
         def bf16():
             with torch.autocast('cuda', dtype=torch.bfloat16):
                 return net_cl(x_cl)
 
-        results['bf16 autocast channels_last'] = timeit(bf16, device, args.repeats)
+        results['bf16 autocast channels_last'] = timeit(bf16, device, args.repeats, warmup=2)
     for name, seconds in results.items():
         print(f'  {name}: {seconds * 1e3:.1f} ms')
     return results
@@ -127,24 +96,16 @@ def _memory_child(device, mode):
     x = torch.rand(1, 3, 16, 16, device=device)
     if mode == 'train':
         net.train()
-    if device.type == 'cuda':
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-    else:
-        with open('/proc/self/statm') as f:
-            base = int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
-    if mode == 'train':
-        net(x).abs().mean().backward()
-    else:
-        with torch.no_grad():
-            net(x)
-    if device.type == 'cuda':
-        torch.cuda.synchronize()
-        peak = torch.cuda.max_memory_allocated() - base
-    else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
-    print(json.dumps({'peak_bytes': peak}))
+
+    def step():
+        if mode == 'train':
+            net(x).abs().mean().backward()
+        else:
+            with torch.no_grad():
+                net(x)
+
+    peak, method = peak_memory(step, device)
+    print(json.dumps({'peak_bytes': peak, 'method': method}))
 
 
 def part_memory(args):

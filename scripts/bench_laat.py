@@ -8,16 +8,17 @@ Usage::
 
 Figures:
 
-- ``params``: parameter count and FLOPs (``torch.utils.flop_counter.FlopCounterMode``, explicit attention path so every
-  matmul is counted; 1 multiply-add = 2 FLOPs) of the paper configuration (``PAPER_CONFIGS``) at x8 (16->128) and x4
-  (32->128).
+- ``params``: parameter count and FLOPs (``fsr_utils.speed.count_flops``: ``torch.utils.flop_counter.FlopCounterMode``
+  on the explicit attention path so every matmul is counted; 1 multiply-add = 2 FLOPs) of the paper configuration
+  (``PAPER_CONFIGS``) at x8 (16->128) and x4 (32->128).
 - ``latency``: batch-1 forward latency for 16->128 (x8), median of ``--repeats`` runs after a warm-up, fused and
   explicit attention (and, on CUDA, channels_last and bf16 autocast).
 - ``memory``: peak memory of one ``torch.no_grad`` forward at 512x512 HR (x8, LR 64x64), each case in a fresh process:
-  on the CPU the peak resident set size (``ru_maxrss``) minus the resident size just before the forward; on CUDA
-  ``torch.cuda.max_memory_allocated`` minus the memory allocated before. Cases: the network built for 128x128 (the
-  paper's; at 512 its CSA levels attend over 128x128 and 64x64 maps) and built with ``img_size=512`` (the paper's rule
-  applied at 512: full RSA on every level). Also the first RSA (C=32, 1 head, lambda 4) on the 512x512 map with the
+  ``fsr_utils.speed.peak_memory``: on the CPU the peak resident set size (``VmHWM``, its mark reset through
+  ``/proc/self/clear_refs``; ``ru_maxrss`` where it cannot be reset) minus the resident size just before the forward;
+  on CUDA ``torch.cuda.max_memory_allocated`` minus the memory allocated before. Cases: the network built for 128x128
+  (the paper's; at 512 its CSA levels attend over 128x128 and 64x64 maps) and built with ``img_size=512`` (the paper's
+  rule applied at 512: full RSA on every level). Also the first RSA (C=32, 1 head, lambda 4) on the 512x512 map with the
   blocked region scores vs the whole coarse map materialized in one block (what naive versions do).
 - ``ratio``: time of one RSA (the paper's first-step layer: C=32, 1 head, lambda 4) divided by the time of a plain
   global MHSA (same C and heads, qkv / output projections, fused ``scaled_dot_product_attention``) over the same
@@ -28,8 +29,6 @@ import argparse
 import json
 import math
 import os
-import resource
-import statistics
 import subprocess
 import sys
 import time
@@ -40,37 +39,12 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
+from fsr_utils.speed import count_flops, count_params, peak_memory, sync, timeit  # noqa: E402
+
 
 def _laat():
     from fsr_arch import laat_arch
     return laat_arch
-
-
-def _sync(device):
-    if device.type == 'cuda':
-        torch.cuda.synchronize()
-
-
-def timeit(fn, device, repeats=5, warmup=1):
-    """Median wall time of ``fn()`` in seconds."""
-    with torch.no_grad():
-        for _ in range(warmup):
-            fn()
-        _sync(device)
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            fn()
-            _sync(device)
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def count_flops(net, x):
-    from torch.utils.flop_counter import FlopCounterMode
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        net(x)
-    return counter.get_total_flops()
 
 
 def part_params(args):
@@ -78,8 +52,8 @@ def part_params(args):
     print('## Parameters and FLOPs (paper configuration, explicit attention path)')
     for key, lr_size in (('x8', 16), ('x4', 32)):
         torch.manual_seed(0)
-        net = laat.LAAT(**{**laat.PAPER_CONFIGS[key], 'use_sdpa': False}).eval()
-        params = sum(p.numel() for p in net.parameters())
+        net = laat.LAAT(**laat.PAPER_CONFIGS[key]).eval()
+        params = count_params(net)
         flops = count_flops(net, torch.rand(1, 3, lr_size, lr_size))
         print(f'LAAT {key} ({lr_size}->128): {params / 1e6:.3f} M parameters, {flops / 1e9:.2f} GFLOPs '
               f'({flops / 2e9:.2f} GMACs), lambda per level {net.level_lams}')
@@ -128,23 +102,17 @@ def _memory_child(case, device_name):
         extra = {} if case == 'rsa_blocked' else {'block_elems': 2**40}  # default blocks / one block
         model = laat.RSA(32, 1, lam=4, use_sdpa=True, **extra).to(device).eval()
         x = torch.randn(1, 32, 512, 512, device=device)
-    if device.type == 'cuda':
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-    else:
-        with open('/proc/self/statm') as f:
-            base = int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
-    start = time.perf_counter()
-    with torch.no_grad():
-        out = model(x)
-    _sync(device)
-    seconds = time.perf_counter() - start
-    if device.type == 'cuda':
-        peak = torch.cuda.max_memory_allocated() - base
-    else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
-    print(json.dumps({'case': case, 'peak_bytes': peak, 'seconds': seconds, 'out': list(out.shape)}))
+    result = {}
+
+    def forward():
+        start = time.perf_counter()
+        with torch.no_grad():
+            result['out'] = list(model(x).shape)
+        sync(device)
+        result['seconds'] = time.perf_counter() - start
+
+    peak, method = peak_memory(forward, device)
+    print(json.dumps({'case': case, 'peak_bytes': peak, 'method': method, **result}))
 
 
 def part_memory(args):

@@ -8,30 +8,30 @@ Usage (from the repository root)::
 Cases (both x8, the paper's harder scale): 16x16 -> 128x128, and the CelebA 216x176 HR case (LR 27x22, which the
 4x4 tokenizer pads to 28x24). Also prints the x4 parameter count.
 
-- FLOPs: ``torch.utils.flop_counter.FlopCounterMode`` on one batch-1 forward, 1 multiply-add = 2 FLOPs. It does not
-  count the CPU ``scaled_dot_product_attention`` kernel, so FLOPs are counted with the explicit attention path
-  (``use_sdpa`` False; same arithmetic). Element-wise ops (ReLU, sigmoid, softmax, sums) are not counted, as is usual.
-- Latency: median of ``--repeats`` timed forwards after ``--warmup`` untimed ones, ``torch.no_grad``, batch 1. On the
-  CPU with ``--threads`` threads (default: torch's default). Wall-clock numbers from a loaded machine are noisy (the
-  load is printed), so the CPU also gets ``cpu_ms``: the process CPU time per forward (summed over threads), which other
-  processes disturb much less.
-- Peak memory: CPU (Linux): in a fresh child process with the model and input built, the high-water mark of the resident
-  set (``VmHWM``) is reset through ``/proc/self/clear_refs``; the peak is its growth over the resident size during one
-  forward (weights excluded; activations, workspaces and allocator overhead included).
+- FLOPs: ``fsr_utils.speed.count_flops``: ``torch.utils.flop_counter.FlopCounterMode`` on one batch-1 forward,
+  1 multiply-add = 2 FLOPs. It does not count the CPU ``scaled_dot_product_attention`` kernel, so FLOPs are counted
+  with the explicit attention path (``use_sdpa`` False; same arithmetic). Element-wise ops (ReLU, sigmoid, softmax,
+  sums) are not counted, as is usual.
+- Latency (``fsr_utils.speed.timeit``): median of ``--repeats`` timed forwards after ``--warmup`` untimed ones,
+  ``torch.inference_mode``, batch 1. On the CPU with ``--threads`` threads (default: torch's default). Wall-clock
+  numbers from a loaded machine are noisy (the load is printed), so the CPU also gets ``cpu_ms``: the process CPU time
+  per forward (summed over threads), which other processes disturb much less.
+- Peak memory (``fsr_utils.speed.peak_memory``): CPU (Linux): in a fresh child process with the model and input built,
+  the high-water mark of the resident set (``VmHWM``) is reset through ``/proc/self/clear_refs``; the peak is its growth
+  over the resident size during one forward (weights excluded; activations, workspaces and allocator overhead included).
   GPU: ``torch.cuda.max_memory_allocated`` during one forward minus the memory allocated before it.
 """
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
-import time
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
+
+from fsr_utils.speed import count_flops, count_params, peak_memory, timeit  # noqa: E402
 
 CASES = {'16->128 x8': (8, 16, 16), '216x176 x8 (LR 27x22)': (8, 27, 22)}
 # GPU rows: (name, channels_last, bf16 autocast)
@@ -44,39 +44,19 @@ def build(scale, device='cpu'):
     return TANet(**PAPER_CONFIGS[f'x{scale}']).to(device).eval()
 
 
-def count_flops(net, x):
-    net.set_use_sdpa(False)
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        net(x)
-    net.set_use_sdpa(True)
-    return counter.get_total_flops()
-
-
 def latency(net, x, warmup, repeats, channels_last=False, bf16=False):
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
-    cuda = x.device.type == 'cuda'
-    times, cpu_times = [], []
-    with torch.no_grad(), torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
-        for i in range(warmup + repeats):
-            if cuda:
-                torch.cuda.synchronize()
-            t0, c0 = time.perf_counter(), time.process_time()
+
+    def forward():
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
             net(x)
-            if cuda:
-                torch.cuda.synchronize()
-            if i >= warmup:
-                times.append(time.perf_counter() - t0)
-                cpu_times.append(time.process_time() - c0)
+
+    wall, cpu = timeit(forward, x.device, repeats, warmup, cpu_time=True)
     if channels_last:
         net.to(memory_format=torch.contiguous_format)
-    return statistics.median(times) * 1000, statistics.median(cpu_times) * 1000
-
-
-def _vm_kib(field):
-    with open('/proc/self/status') as f:
-        return int(next(line for line in f if line.startswith(field + ':')).split()[1])
+    return wall * 1000, cpu * 1000
 
 
 def cpu_peak_memory_child(scale, h, w):
@@ -85,12 +65,12 @@ def cpu_peak_memory_child(scale, h, w):
     x = torch.rand(1, 3, h, w)
     with torch.no_grad():
         net(torch.rand(1, 3, 4, 4))  # load kernels / thread pools before the baseline
-    with open('/proc/self/clear_refs', 'w') as f:
-        f.write('5')  # reset the high-water mark VmHWM to the current RSS (imports and weight init left a higher one)
-    before = _vm_kib('VmRSS')
-    with torch.no_grad():
-        net(x)
-    return (_vm_kib('VmHWM') - before) / 1024
+
+    def forward():
+        with torch.no_grad():
+            net(x)
+
+    return peak_memory(forward)[0] / 2**20
 
 
 def cpu_peak_memory(scale, h, w, threads):
@@ -100,13 +80,12 @@ def cpu_peak_memory(scale, h, w, threads):
 
 
 def gpu_peak_memory(net, x, bf16=False):
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    base = torch.cuda.memory_allocated()
-    with torch.no_grad(), torch.autocast('cuda', dtype=torch.bfloat16, enabled=bf16):
-        net(x)
-    torch.cuda.synchronize()
-    return (torch.cuda.max_memory_allocated() - base) / 2**20
+
+    def forward():
+        with torch.no_grad(), torch.autocast('cuda', dtype=torch.bfloat16, enabled=bf16):
+            net(x)
+
+    return peak_memory(forward, x.device)[0] / 2**20
 
 
 def main():
@@ -127,7 +106,7 @@ def main():
     print(f'torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, '
           f'load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs')
     for scale in (4, 8):
-        n = sum(p.numel() for p in build(scale).parameters())
+        n = count_params(build(scale))
         print(f'TANet paper config x{scale}: {n / 1e6:.3f} M parameters')
     rows = []
     for name, (scale, h, w) in CASES.items():

@@ -9,10 +9,11 @@ Configurations: ``paper`` (fsr_arch.wnet_arch.PAPER_CONFIGS: the W path reaches 
 128x128 face), ``paper_ckpt`` (the same with activation checkpointing), ``up2`` (W path to 4x, a deviation) and
 ``light`` (LIGHT_CONFIG: W path to 2x + checkpointing, a deviation).
 
-- FLOPs: ``torch.utils.flop_counter.FlopCounterMode`` on one forward at batch 1 (a multiply-add counts 2), run on the
-  meta device (shapes only, exact counts, no compute).
-- Latency: median wall time of ``--repeats`` forwards at batch 1 under ``torch.no_grad`` on the CPU, after one
-  warm-up, with ``--threads`` intra-op threads. Note the machine's load: shared cores inflate it.
+- FLOPs: ``fsr_utils.speed.count_flops`` (``torch.utils.flop_counter.FlopCounterMode``) on one forward at batch 1
+  (a multiply-add counts 2), run on the meta device (shapes only, exact counts, no compute).
+- Latency: median wall time of ``--repeats`` forwards at batch 1 under ``torch.inference_mode`` on the CPU
+  (``fsr_utils.speed.timeit``), after one warm-up, with ``--threads`` intra-op threads. Note the machine's load: shared
+  cores inflate it.
 - Peak training memory per face: ``torch.distributed._tools.mem_tracker.MemTracker`` peak over forward + backward at
   batch 1 (parameters, gradients, activations and temporaries; no optimizer state: Adam adds 2 x the parameter bytes),
   tracked on the meta device, so it is the tensor memory a device allocator would hold at its peak (allocator caching,
@@ -20,14 +21,13 @@ Configurations: ``paper`` (fsr_arch.wnet_arch.PAPER_CONFIGS: the W path reaches 
 """
 import argparse
 import os
-import statistics
 import sys
-import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from fsr_arch.wnet_arch import LIGHT_CONFIG, PAPER_CONFIGS, WNet  # noqa: E402
+from fsr_utils.speed import count_flops, count_params, timeit  # noqa: E402
 
 CONFIGS = {
     'paper': {},
@@ -48,26 +48,15 @@ def build(scale, name, device='cpu'):
 
 
 def flops(scale, name):
-    from torch.utils.flop_counter import FlopCounterMode
     net = build(scale, name, 'meta').eval()
-    x = torch.rand(1, 3, HR // scale, HR // scale, device='meta')
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        net(x)
-    return counter.get_total_flops()
+    return count_flops(net, torch.rand(1, 3, HR // scale, HR // scale, device='meta'))
 
 
 def latency(scale, name, repeats):
     torch.manual_seed(0)
     net = build(scale, name).eval()
     x = torch.rand(1, 3, HR // scale, HR // scale)
-    times = []
-    with torch.no_grad():
-        net(x)  # warm-up
-        for _ in range(repeats):
-            t = time.perf_counter()
-            net(x)
-            times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    return timeit(lambda: net(x), 'cpu', repeats, warmup=1)
 
 
 def train_peak_bytes(scale, name):
@@ -99,7 +88,7 @@ def main():
     print('|---|---|---|---|---|---|')
     for name in args.configs:
         for scale in args.scales:
-            params = sum(p.numel() for p in build(scale, name, 'meta').parameters())
+            params = count_params(build(scale, name, 'meta'))
             gflops = flops(scale, name) / 1e9
             lat = '-' if args.no_latency or name == 'paper_ckpt' else f'{latency(scale, name, args.repeats):.2f}'
             mem = '-' if args.no_memory else f'{train_peak_bytes(scale, name) / 2**30:.2f}'
