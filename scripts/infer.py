@@ -1,0 +1,13 @@
+"""Run ``fsr-infer`` from a checkout without installing: ``python scripts/infer.py -i PHOTO -o OUT --opt ... --weights ...``.
+
+See :mod:`fsr_utils.infer` for the options.
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from fsr_utils.infer import main  # noqa: E402
+
+if __name__ == '__main__':
+    sys.exit(main())
