@@ -31,7 +31,6 @@ Exit status: 0 when at least one image was restored, 1 when none was (everything
 import argparse
 import cv2
 import json
-import math
 import numpy as np
 import os
 import sys
@@ -389,18 +388,31 @@ def resolve_device(name):
         raise InferError(f'--device {name}: {e}')
 
 
-def hr_size_from_options(opt):
-    """HR size of the options' datasets (first line of ``dataroot_gt/meta_info.txt``), or None."""
+def prepare_options_from(opt):
+    """How the options' training/test data was prepared: ``fsr-prepare``'s options (hr_size, template_zoom,
+    lr_kernel, min_score) from ``<dataset>/manifest.jsonl`` beside ``dataroot_gt``, else the HR size from the first line
+    of ``dataroot_gt/meta_info.txt``. Returns ``(dict, source file)`` or ``({}, None)``."""
     import re
     for ds in (opt or {}).get('datasets', {}).values():
         root = isinstance(ds, dict) and ds.get('dataroot_gt')
-        meta = os.path.join(str(root), 'meta_info.txt') if root else None
-        if meta and os.path.isfile(meta):
+        if not root:
+            continue
+        manifest = os.path.join(os.path.dirname(os.path.normpath(str(root))), 'manifest.jsonl')
+        if os.path.isfile(manifest):
+            try:
+                with open(manifest) as f:
+                    prep = json.loads(f.readline()).get('options') or {}
+                if prep.get('hr_size'):
+                    return prep, manifest
+            except (ValueError, AttributeError):
+                pass
+        meta = os.path.join(str(root), 'meta_info.txt')
+        if os.path.isfile(meta):
             with open(meta) as f:
                 m = re.search(r'\((\d+),\s*(\d+)', f.readline())
             if m:
-                return (int(m.group(1)), int(m.group(2))), meta
-    return None, None
+                return dict(hr_size=[int(m.group(1)), int(m.group(2))]), meta
+    return {}, None
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -424,13 +436,23 @@ def detect_faces(detector, rgb, max_side):
     return faces
 
 
-def make_lr(hr_crop, scale, quantize):
-    """LR crop from an HR-size crop (float [0, 1] RGB) with BasicSR's MATLAB-style bicubic imresize."""
+def make_lr(hr_crop, scale, kernel='matlab'):
+    """LR crop (float32 [0, 1] RGB) of an aligned HR-size crop, made as ``fsr-prepare`` makes the LR training data.
+
+    8-bit crops go through ``fsr_data.prepare.make_lr`` itself (BasicSR's MATLAB-style bicubic ``imresize`` rounded to
+    8 bits, or PIL bicubic); 16-bit crops use the same ``imresize`` in floating point without rounding.
+    """
+    if hr_crop.dtype == np.uint8:
+        from fsr_data.prepare import make_lr as prepare_make_lr
+        return prepare_make_lr(np.ascontiguousarray(hr_crop), scale, kernel).astype(np.float32) / 255.
     from basicsr.utils.matlab_functions import imresize
-    lr = np.clip(imresize(np.ascontiguousarray(hr_crop, dtype=np.float32), 1. / scale), 0, 1)
-    if quantize:  # the LMDB LR images of fsr-prepare are 8-bit PNGs
-        lr = (lr * 255.).round() / 255.
-    return lr.astype(np.float32)
+    hr = np.ascontiguousarray(hr_crop, dtype=np.float32) / max_value(hr_crop)
+    if kernel == 'matlab':
+        lr = imresize(hr, 1. / scale)
+    else:
+        h, w = hr.shape[:2]
+        lr = cv2.resize(hr, (w // scale, h // scale), interpolation=cv2.INTER_CUBIC)
+    return np.clip(lr, 0, 1).astype(np.float32)
 
 
 def blend_mask(out_h, out_w, feather=0.1):
@@ -529,12 +551,23 @@ def face_notes(crop_scale, upscale, scale, lr_size, hr_size):
 class Restorer:
     """The loaded network plus the pre-processing settings; :meth:`photo` and :meth:`aligned` process one image."""
 
-    def __init__(self, net, scale, hr_size, device, batch_size=4, zoom=1.0, upscale=1, feather=0.1):
+    def __init__(self,
+                 net,
+                 scale,
+                 hr_size,
+                 device,
+                 batch_size=8,
+                 zoom=1.0,
+                 upscale=1,
+                 feather=0.1,
+                 lr_kernel='matlab',
+                 min_score=0.9):
         self.net, self.scale, self.device = net, scale, device
         self.hr_size = tuple(hr_size)
         self.lr_size = (hr_size[0] // scale, hr_size[1] // scale)
         self.batch_size = max(1, int(batch_size))
         self.zoom, self.upscale, self.feather = zoom, int(upscale), feather
+        self.lr_kernel, self.min_score = lr_kernel, min_score
         self._mask = blend_mask(*self.hr_size, feather=feather)
 
     def check(self):
@@ -563,7 +596,10 @@ class Restorer:
         faces = detect_faces(detector, rgb, detect_max_side)
         if not faces:
             raise SkipImage('no face found')
-        maxv = max_value(img)
+        best = max([f['score'] for f in faces], default=None)
+        faces = [f for f in faces if f['score'] >= self.min_score]
+        if not faces:
+            raise SkipImage(f'no face found (best detection score {best:.3f} < --min-score {self.min_score})')
         out = img
         if self.upscale > 1:
             h, w = img.shape[:2]
@@ -578,7 +614,7 @@ class Restorer:
             lrs, Ms = [], []
             for face in batch:
                 crop, M = align_face(rgb, face['landmarks'], out_size=self.hr_size, template=template)
-                lrs.append(make_lr(crop.astype(np.float32) / maxv, self.scale, quantize=img.dtype == np.uint8))
+                lrs.append(make_lr(crop, self.scale, self.lr_kernel))
                 Ms.append(M)
             srs = self._sr(lrs)
             for k, (face, lr, sr, M) in enumerate(zip(batch, lrs, srs, Ms)):
@@ -605,11 +641,11 @@ class Restorer:
         """Restore an already aligned face crop of LR size (fed as is) or HR size (down-sampled first)."""
         h, w = img.shape[:2]
         maxv = max_value(img)
-        rgb = to_rgb(img).astype(np.float32) / maxv
+        rgb = to_rgb(img)
         if (h, w) == self.lr_size:
-            lr, kind = rgb, 'LR'
+            lr, kind = rgb.astype(np.float32) / maxv, 'LR'
         elif (h, w) == self.hr_size:
-            lr, kind = make_lr(rgb, self.scale, quantize=img.dtype == np.uint8), 'HR'
+            lr, kind = make_lr(rgb, self.scale, self.lr_kernel), 'HR'
         else:
             raise SkipImage(
                 f'--aligned: the crop is {h}x{w}, but this x{self.scale} network takes aligned LR crops of '
@@ -661,7 +697,24 @@ def build_parser():
         type=_parse_size,
         help='HR face size, N or HxW (default: the size of the options\' '
         'dataroot_gt LMDB if it exists, else 128, fsr-prepare\'s default)')
-    pre.add_argument('--zoom', type=float, default=1.0, help='alignment template zoom, as given to fsr-prepare (1)')
+    pre.add_argument(
+        '--template-zoom',
+        '--zoom',
+        dest='zoom',
+        type=float,
+        help='alignment template zoom as given to '
+        "fsr-prepare (default: the options' dataset manifest, else 1)")
+    pre.add_argument(
+        '--lr-kernel',
+        choices=('matlab', 'pil-bicubic'),
+        help="LR down-sampling as fsr-prepare's "
+        "(default: the options' dataset manifest, else matlab = BasicSR's MATLAB-style imresize)")
+    pre.add_argument(
+        '--min-score',
+        type=float,
+        default=0.9,
+        help='ignore detections with a lower confidence (0.9, as '
+        'fsr-prepare)')
     pre.add_argument('--aligned', action='store_true', help='inputs are aligned face crops of LR or HR size')
     pre.add_argument(
         '--detector', default='mtcnn', help="face detector backend: mtcnn (default, offline) or retinaface")
@@ -700,15 +753,20 @@ def setup(args):
     key_used = load_weights(net, spec, weights, args.param_key or spec['param_key'])
     net = net.to(device).eval()
     scale = spec['scale']
+    prep, prep_file = prepare_options_from(opt)
+    hr_source = f"the options' dataset ({prep_file})"
     if args.hr_size:
         hr_size, hr_source = tuple(args.hr_size), '--hr-size'
+    elif prep.get('hr_size'):
+        hr_size = tuple(int(v) for v in prep['hr_size'])
     else:
-        hr_size, meta = hr_size_from_options(opt)
-        hr_source = f'the options\' dataset ({meta})' if hr_size else f'default {DEFAULT_HR_SIZE[0]}x{DEFAULT_HR_SIZE[1]}'
-        hr_size = hr_size or DEFAULT_HR_SIZE
+        hr_size, hr_source = DEFAULT_HR_SIZE, f"default {DEFAULT_HR_SIZE[0]}x{DEFAULT_HR_SIZE[1]} (fsr-prepare's)"
+    zoom = args.zoom if args.zoom is not None else float(prep.get('template_zoom') or 1.0)
+    lr_kernel = args.lr_kernel or prep.get('lr_kernel') or 'matlab'
     if hr_size[0] % scale or hr_size[1] % scale:
         raise InferError(f'HR size {hr_size[0]}x{hr_size[1]} is not divisible by the scale {scale} (--hr-size).')
-    restorer = Restorer(net, scale, hr_size, device, args.batch_size, args.zoom, args.upscale, args.feather)
+    restorer = Restorer(net, scale, hr_size, device, args.batch_size, zoom, args.upscale, args.feather, lr_kernel,
+                        args.min_score)
     restorer.check()
     info = dict(
         network=spec['name'],
@@ -722,7 +780,8 @@ def setup(args):
         lr_size=list(restorer.lr_size),
         aligned=bool(args.aligned),
         upscale=args.upscale,
-        zoom=args.zoom,
+        template_zoom=zoom,
+        lr_kernel=lr_kernel,
         detector=None if args.aligned else args.detector)
     return restorer, info
 

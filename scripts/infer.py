@@ -1,4 +1,4 @@
-"""Run ``fsr-infer`` from a checkout without installing: ``python scripts/infer.py -i PHOTO -o OUT --opt ... --weights ...``.
+"""Run ``fsr-infer`` from a checkout without installing (``python scripts/infer.py -i PHOTO -o OUT --opt ...``).
 
 See :mod:`fsr_utils.infer` for the options.
 """
