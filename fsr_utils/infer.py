@@ -865,6 +865,10 @@ def print_summary(summary, out_dir):
     if c['faces_from_small']:
         lines.append(f'  {c["faces_from_small"]} face(s) were upsampled from a small face (smaller in the photo than '
                      'the HR crop); see summary.json')
+    large = sum(any('larger than' in n for n in f['notes']) for p in summary['photos'] for f in p['faces'])
+    if large:
+        lines.append(f'  {large} face(s) are larger than the HR crop: magnified when pasted back, they can look softer '
+                     'than the original (the network adds no detail beyond its HR size)')
     for p in summary['photos']:
         for note in p['notes']:
             lines.append(f'  {os.path.basename(p["input"])}: {note}')
