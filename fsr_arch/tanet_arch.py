@@ -134,8 +134,7 @@ class GlobalPath(nn.Module):
                  token_mode='global',
                  pos_grid=(16, 16),
                  mlp_ratio=4.0,
-                 use_sdpa=True,
-                 img_residual=False):
+                 use_sdpa=True):
         super().__init__()
         if token_mode not in ('global', 'window'):
             raise ValueError(f"TANet: token_mode must be 'global' or 'window', got {token_mode!r}.")
