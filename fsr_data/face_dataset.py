@@ -39,6 +39,7 @@ draws in ``'basicsr'`` mode with a square ``gt_size``).
 """
 import cv2
 import functools
+import lmdb
 import numpy as np
 import os
 import os.path as osp
@@ -122,6 +123,47 @@ def _to_hw(size, name):
             raise ValueError(f'{name} must be an int or [h, w], got {size}.')
         return int(size[0]), int(size[1])
     return int(size), int(size)
+
+
+# real path -> [read-only LMDB environment, number of open SharedLmdbClient readers]
+_LMDB_ENVS = {}
+
+
+class SharedLmdbClient:
+    """``get(key, client_key)`` of BasicSR's ``FileClient('lmdb')``, one read-only environment per LMDB and process.
+
+    LMDB refuses to open one file twice in a process, which BasicSR's ``LmdbBackend`` does when a training and a
+    validation dataset read the same LMDB (the run then dies at its first validation). Here the datasets of a process
+    share the environment, which :meth:`close` closes when its last reader closes. The refusal is inherited by forked
+    DataLoader workers, so a worker forked after the main process opened an LMDB reads through the inherited
+    environment (read-only, without a lock file: ``lock=False``) where BasicSR's reader would fail.
+    """
+
+    def __init__(self, db_paths, client_keys):
+        self.keys = {client_key: osp.realpath(path) for client_key, path in zip(client_keys, db_paths)}
+        self.envs = {}
+        for client_key, path in zip(client_keys, db_paths):
+            entry = _LMDB_ENVS.get(self.keys[client_key])
+            if entry is None:
+                entry = _LMDB_ENVS[self.keys[client_key]] = [
+                    lmdb.open(path, readonly=True, lock=False, readahead=False), 0
+                ]
+            entry[1] += 1
+            self.envs[client_key] = entry[0]
+
+    def get(self, filepath, client_key):
+        with self.envs[client_key].begin(write=False) as txn:
+            return txn.get(str(filepath).encode('ascii'))
+
+    def close(self):
+        for key in self.keys.values():
+            entry = _LMDB_ENVS.get(key)
+            if entry is not None:
+                entry[1] -= 1
+                if entry[1] <= 0:
+                    entry[0].close()
+                    del _LMDB_ENVS[key]
+        self.envs, self.keys = {}, {}
 
 
 @DATASET_REGISTRY.register()
@@ -288,7 +330,10 @@ class FSRFaceDataset(data.Dataset):
     def __getitem__(self, index):
         if self.file_client is None:
             opt = dict(self.io_backend_opt)
-            self.file_client = FileClient(opt.pop('type'), **opt)
+            if opt.pop('type') == 'lmdb':
+                self.file_client = SharedLmdbClient(opt['db_paths'], opt['client_keys'])
+            else:
+                self.file_client = FileClient(self.backend, **opt)
 
         scale = self.scale
         # decoded as uint8; flips/crops commute with the conversion to float (as in PairedImageDataset's imfrombytes)
@@ -356,10 +401,9 @@ class FSRFaceDataset(data.Dataset):
         return len(self.paths)
 
     def close(self):
-        """Close the LMDB environments (LMDB allows one open environment per file and process)."""
-        if self.file_client is not None and self.backend == 'lmdb':
-            for env in self.file_client.client._client.values():
-                env.close()
+        """Close this dataset's LMDB readers (an environment closes when no other dataset of the process reads it)."""
+        if isinstance(self.file_client, SharedLmdbClient):
+            self.file_client.close()
         self.file_client = None
 
 

@@ -7,6 +7,7 @@ import pytest
 import random
 import torch
 from basicsr.data.paired_image_dataset import PairedImageDataset
+from basicsr.utils import tensor2img
 
 from fsr_data.face_dataset import FSRFaceDataset, component_masks, swap_left_right
 from fsr_data.lmdb_io import write_lmdb
@@ -184,3 +185,18 @@ def test_parsing_option_errors(tmp_path):
         FSRFaceDataset(opt)
     with pytest.raises(FileNotFoundError, match='nothing.lmdb.*fsr-prepare'):
         FSRFaceDataset(_opt(paths, dataroot_parsing=str(tmp_path / 'nothing.lmdb'), return_parsing=True))
+
+
+def test_train_and_val_datasets_share_one_lmdb(tmp_path):
+    """A training and a validation set on the same LMDBs (BasicSR's reader dies with 'already open in this process'),
+    and a DataLoader worker forked after the main process opened them."""
+    paths, hr, _, _ = _make_data(str(tmp_path))
+    train = FSRFaceDataset(_opt(paths, return_component_masks=True))
+    val = FSRFaceDataset(_opt(paths, phase='val', gt_size=None, use_hflip=False, use_rot=False))
+    assert train[0]['gt'].shape == (3, 16, 16) and 'masks' in train[0]
+    for i, key in enumerate(sorted(hr)):
+        assert np.array_equal(tensor2img(val[i]['gt']), hr[key])
+    loader = torch.utils.data.DataLoader(val, batch_size=3, num_workers=1)
+    batch = next(iter(loader))
+    assert batch['gt'].shape == (3, 3, 32, 32)
+    assert np.array_equal(tensor2img(batch['gt'][0]), hr[sorted(hr)[0]])

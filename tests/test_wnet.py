@@ -151,7 +151,7 @@ def test_option_files_build():
 @pytest.mark.slow
 def test_tiny_training(tmp_path, vgg_file):
     data = make_face_dataset(tmp_path / 'data', num=8, hr_size=(32, 32), scales=(4, ), parsing=True)
-    # a separate validation set: one LMDB cannot be opened twice in a process
+    # a separate validation set of other faces
     val_data = make_face_dataset(tmp_path / 'val', num=2, hr_size=(32, 32), scales=(4, ), parsing=True, seed=1)
     dataset_extra = {
         'dataroot_parsing': data['parsing'],
