@@ -12,12 +12,20 @@ from helpers import (console_script, make_face_dataset, read_losses, run_command
 
 PLUGIN_PACKAGES = ('fsr_arch', 'fsr_data', 'fsr_losses', 'fsr_metrics', 'fsr_models', 'fsr_utils')
 REGISTRIES = ('ARCH_REGISTRY', 'DATASET_REGISTRY', 'LOSS_REGISTRY', 'METRIC_REGISTRY', 'MODEL_REGISTRY')
-DUMP_REGISTRIES = ('from fsr_utils.compat import install_torchvision_shim\ninstall_torchvision_shim()\n'
-                   'import json, basicsr.utils.registry as r\n'
+DUMP_REGISTRIES = ('import json, basicsr.utils.registry as r\n'
                    'print(json.dumps({n: {k: v.__module__ for k, v in getattr(r, n)._obj_map.items()} for n in %r}))' %
                    (REGISTRIES, ))
 # What the plugin must register (the networks, datasets, losses and models of the issues).
-EXPECTED = {'ARCH_REGISTRY': {'TANet'}, 'MODEL_REGISTRY': {'FSRModel'}}
+EXPECTED = {
+    'ARCH_REGISTRY': {'LAAT', 'AMINet', 'AMIGANDiscriminator', 'TANet', 'WNet'},
+    'DATASET_REGISTRY': {'FSRFaceDataset'},
+    'LOSS_REGISTRY': {'FSRPerceptualLoss', 'WNetKeyRegionLoss'},
+    'METRIC_REGISTRY': {
+        'calculate_face_vif', 'calculate_face_lpips', 'calculate_face_mps', 'calculate_face_identity',
+        'calculate_face_landmark'
+    },
+    'MODEL_REGISTRY': {'FSRModel', 'FSRGANModel', 'WNetModel'},
+}
 
 
 def tiny_net(scale):
@@ -169,3 +177,14 @@ def test_training_state_loads_with_weights_only(tmp_path):
     assert state['iter'] == 3 and dict(state['schedulers'][0]['milestones']) == {5: 1, 10: 1}
     with pytest.raises(FileNotFoundError, match='resume_state'):
         load_training_state(str(tmp_path / 'missing.state'))
+
+
+def test_a_broken_plugin_names_itself_when_basicsr_is_imported(tmp_path):
+    broken = tmp_path / 'shadow' / 'fsr_losses'
+    broken.mkdir(parents=True)
+    (broken / '__init__.py').write_text('raise RuntimeError("boom")\n')
+    env = subprocess_env()
+    env['PYTHONPATH'] = os.pathsep.join([str(tmp_path / 'shadow'), env['PYTHONPATH']])
+    proc = run_command([sys.executable, '-c', 'import basicsr'], tmp_path, env=env, check=False)
+    assert proc.returncode != 0
+    assert 'basicsr-fsr' in proc.stderr and 'boom' in proc.stderr and 'FSR_DISABLE_BASICSR_HOOK=1' in proc.stderr
