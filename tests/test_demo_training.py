@@ -1,0 +1,28 @@
+"""W-Net's demo option file trains on real demo faces with landmark parsing maps, and its losses fall.
+
+The demo set is built here by ``fsr_data.demo`` (as ``scripts/make_demo_data.py`` does) from the two photos that the
+plugin's own dependencies ship (scikit-image's astronaut for training, matplotlib's Grace Hopper held out), so the test
+does not depend on the optional insightface photo.
+"""
+import os
+from helpers import REPO_ROOT, console_script, loss_fell, read_losses, run_command
+
+WNET_DEMO = os.path.join(REPO_ROOT, 'options', 'demo', 'train_wnet_demo_x4.yml')
+
+
+def test_wnet_demo_training_on_real_faces(tmp_path, monkeypatch):
+    from fsr_data import demo
+    photos = demo.demo_photo_paths()
+    monkeypatch.setattr(demo, 'demo_photo_paths', lambda: {k: photos[k] for k in ('astronaut', 'grace_hopper')})
+    demo.make_demo_data(str(tmp_path / 'demo_data'), augment=True, hr_size='128', scales=(4, ), quiet=True)
+    for part in ('train', 'test'):
+        for name in ('hr.lmdb', 'lr_x4.lmdb', 'parsing.lmdb'):
+            assert os.path.isfile(tmp_path / 'demo_data' / part / name / 'data.mdb'), (part, name)
+
+    args = ['train:total_iter=16', 'logger:print_freq=1', 'logger:save_checkpoint_freq=16']
+    proc = run_command([console_script('fsr-train'), '-opt', WNET_DEMO, '--force_yml', *args], tmp_path)
+    assert '# parsing_mse' in proc.stdout + proc.stderr
+    losses = read_losses(tmp_path, 'WNet_demo_x4')
+    for name in ('l_pix', 'l_par', 'l_key'):
+        assert len(losses[name]) == 16 and loss_fell(losses[name]), (name, losses[name])
+    assert (tmp_path / 'experiments' / 'WNet_demo_x4' / 'models' / 'net_g_16.pth').is_file()
