@@ -1,9 +1,9 @@
 """Console scripts ``fsr-train`` and ``fsr-test``: BasicSR's own train/test pipelines with the plugin loaded.
 
-They take BasicSR's flags (``-opt``, ``--launcher``, ``--auto_resume``, ``--debug``, ``--force_yml``,
-``--local_rank``) and
-write ``experiments/``, ``results/`` and ``tb_logger/`` under the current directory, never under site-packages.
+They take BasicSR's flags (``-opt``, ``--launcher``, ``--auto_resume``, ``--debug``, ``--force_yml``, ``--local_rank``)
+and write ``experiments/``, ``results/`` and ``tb_logger/`` under the current directory, never under site-packages.
 """
+import importlib
 import os
 import sys
 
@@ -20,21 +20,19 @@ def _check_opt_file():
             sys.exit(f'error: options file {sys.argv[i + 1]} does not exist (pass an existing YAML file to -opt).')
 
 
-def train():
-    """Entry point of ``fsr-train -opt options/X.yml``."""
+def _run(module, pipeline):
     _prepare_argv()
     _check_opt_file()
     from fsr_utils import plugin
     plugin.load()
-    from basicsr.train import train_pipeline
-    train_pipeline(os.getcwd())
+    getattr(importlib.import_module(module), pipeline)(os.getcwd())
+
+
+def train():
+    """Entry point of ``fsr-train -opt options/X.yml``."""
+    _run('basicsr.train', 'train_pipeline')
 
 
 def test():
     """Entry point of ``fsr-test -opt options/test_X.yml``."""
-    _prepare_argv()
-    _check_opt_file()
-    from fsr_utils import plugin
-    plugin.load()
-    from basicsr.test import test_pipeline
-    test_pipeline(os.getcwd())
+    _run('basicsr.test', 'test_pipeline')

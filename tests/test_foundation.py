@@ -188,3 +188,8 @@ def test_a_broken_plugin_names_itself_when_basicsr_is_imported(tmp_path):
     proc = run_command([sys.executable, '-c', 'import basicsr'], tmp_path, env=env, check=False)
     assert proc.returncode != 0
     assert 'basicsr-fsr' in proc.stderr and 'boom' in proc.stderr and 'FSR_DISABLE_BASICSR_HOOK=1' in proc.stderr
+
+
+def test_missing_options_file_is_a_clear_error(tmp_path):
+    proc = run_command([console_script('fsr-train'), '-opt', 'nope.yml'], tmp_path, check=False)
+    assert proc.returncode != 0 and 'options file nope.yml does not exist' in proc.stderr
