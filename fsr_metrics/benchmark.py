@@ -132,20 +132,17 @@ def load_faces(data, scale):
     if not os.path.isdir(data):
         raise FileNotFoundError(f'--data {data} is not a folder.')
     lr = None
-    if os.path.isdir(os.path.join(data, 'hr.lmdb')):
-        hr = read_lmdb(os.path.join(data, 'hr.lmdb'))
-        lr_path = os.path.join(data, f'lr_x{scale}.lmdb')
+    layouts = [(ext, reader) for ext, reader in (('.lmdb', read_lmdb), ('', read_folder))
+               if os.path.isdir(os.path.join(data, 'hr' + ext))]
+    if layouts:
+        ext, reader = layouts[0]
+        hr = reader(os.path.join(data, 'hr' + ext))
+        hr_name, lr_name = f'hr{ext or "/"}', f'lr_x{scale}{ext or "/"}'
+        lr_path = os.path.join(data, f'lr_x{scale}{ext}')
         if os.path.isdir(lr_path):
-            lr, source = read_lmdb(lr_path), f'`{data}` (hr.lmdb, lr_x{scale}.lmdb)'
+            lr, source = reader(lr_path), f'`{data}` ({hr_name}, {lr_name})'
         else:
-            source = f'`{data}` (hr.lmdb; no lr_x{scale}.lmdb: LR made here)'
-    elif os.path.isdir(os.path.join(data, 'hr')):
-        hr = read_folder(os.path.join(data, 'hr'))
-        lr_path = os.path.join(data, f'lr_x{scale}')
-        if os.path.isdir(lr_path):
-            lr, source = read_folder(lr_path), f'`{data}` (hr/, lr_x{scale}/)'
-        else:
-            source = f'`{data}` (hr/; no lr_x{scale}/: LR made here)'
+            source = f'`{data}` ({hr_name}; no {lr_name}: LR made here)'
     else:
         hr = read_folder(data)
         source = f'`{data}` (HR faces; LR made here)'

@@ -72,7 +72,7 @@ def load_resume_state(opt):
     if opt['auto_resume']:
         state_path = opt['path'].get('training_states') or os.path.join('experiments', opt['name'], 'training_states')
         if os.path.isdir(state_path):
-            states = [v for v in scandir(state_path, suffix='state', recursive=False, full_path=False)]
+            states = list(scandir(state_path, suffix='state', recursive=False, full_path=False))
             if states:
                 latest = max(int(float(v.split('.state')[0])) for v in states)
                 resume_state_path = os.path.join(state_path, f'{latest}.state')
