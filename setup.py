@@ -38,7 +38,8 @@ setup(
     long_description_content_type='text/markdown',
     license='Apache-2.0',
     python_requires='>=3.9',
-    packages=find_packages(include=['fsr_arch', 'fsr_data', 'fsr_losses', 'fsr_metrics', 'fsr_models', 'fsr_utils']),
+    packages=find_packages(
+        include=['fsr_arch', 'fsr_data', 'fsr_losses', 'fsr_metrics', 'fsr_models', 'fsr_tools', 'fsr_utils']),
     py_modules=['fsr_basicsr_hook'],
     cmdclass={'build_py': BuildPyWithHook},
     install_requires=[
@@ -63,12 +64,12 @@ setup(
     extras_require={'dev': ['pytest>=7', 'flake8>=6', 'isort>=5.12', 'yapf>=0.40', 'sewar>=0.4.6']},
     entry_points={
         'console_scripts': [
-            'fsr-train=fsr_utils.cli:train',
-            'fsr-test=fsr_utils.cli:test',
+            'fsr-train=fsr_tools.cli:train',
+            'fsr-test=fsr_tools.cli:test',
             'fsr-prepare=fsr_data.prepare:main',
             'fsr-benchmark=fsr_metrics.benchmark:main',
-            'fsr-speed=fsr_utils.speed:main',
-            'fsr-infer=fsr_utils.infer:main',
+            'fsr-speed=fsr_tools.speed:main',
+            'fsr-infer=fsr_tools.infer:main',
         ]
     },
     classifiers=[

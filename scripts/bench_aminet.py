@@ -10,13 +10,13 @@ Figures:
 
 - ``params``: parameters of the paper configuration (``PAPER_CONFIGS``; the paper's Table II says 12.62M), of each part
   (encoders, bottleneck, decoders with EDFF, up/down-sampling) and of AMIGAN's discriminator; FLOPs
-  (``fsr_utils.speed.count_flops``: ``torch.utils.flop_counter.FlopCounterMode``, 1 multiply-add = 2 FLOPs;
+  (``fsr_tools.speed.count_flops``: ``torch.utils.flop_counter.FlopCounterMode``, 1 multiply-add = 2 FLOPs;
   element-wise ops, pooling, softmax and the bicubic up-sampling are not counted) at x8 (16->128) and x4 (32->128).
-- ``latency``: batch-1 forward latency for 16->128 (x8) under ``torch.inference_mode`` (``fsr_utils.speed.timeit``),
+- ``latency``: batch-1 forward latency for 16->128 (x8) under ``torch.inference_mode`` (``fsr_tools.speed.timeit``),
   median of ``--repeats`` runs after a warm-up, with the machine's default thread count (``--threads`` to change it).
   On CUDA also channels_last and bf16 autocast.
 - ``memory``: peak memory of one batch-1 16->128 forward (``torch.no_grad``) and of one training step (forward +
-  backward, batch 1) in a fresh process (``fsr_utils.speed.peak_memory``): on the CPU the peak resident set size
+  backward, batch 1) in a fresh process (``fsr_tools.speed.peak_memory``): on the CPU the peak resident set size
   (``VmHWM``, its mark reset through ``/proc/self/clear_refs``; ``ru_maxrss`` where it cannot be reset) minus the
   resident size just before; on CUDA ``torch.cuda.max_memory_allocated`` minus the memory allocated before.
 """
@@ -31,7 +31,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
-from fsr_utils.speed import count_flops, count_params, peak_memory, timeit  # noqa: E402
+from fsr_tools.speed import count_flops, count_params, peak_memory, timeit  # noqa: E402
 
 
 def build(scale='x8', device='cpu'):

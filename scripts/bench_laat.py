@@ -8,13 +8,13 @@ Usage::
 
 Figures:
 
-- ``params``: parameter count and FLOPs (``fsr_utils.speed.count_flops``: ``torch.utils.flop_counter.FlopCounterMode``
+- ``params``: parameter count and FLOPs (``fsr_tools.speed.count_flops``: ``torch.utils.flop_counter.FlopCounterMode``
   on the explicit attention path so every matmul is counted; 1 multiply-add = 2 FLOPs) of the paper configuration
   (``PAPER_CONFIGS``) at x8 (16->128) and x4 (32->128).
 - ``latency``: batch-1 forward latency for 16->128 (x8), median of ``--repeats`` runs after a warm-up, fused and
   explicit attention (and, on CUDA, channels_last and bf16 autocast).
 - ``memory``: peak memory of one ``torch.no_grad`` forward at 512x512 HR (x8, LR 64x64), each case in a fresh process:
-  ``fsr_utils.speed.peak_memory``: on the CPU the peak resident set size (``VmHWM``, its mark reset through
+  ``fsr_tools.speed.peak_memory``: on the CPU the peak resident set size (``VmHWM``, its mark reset through
   ``/proc/self/clear_refs``; ``ru_maxrss`` where it cannot be reset) minus the resident size just before the forward;
   on CUDA ``torch.cuda.max_memory_allocated`` minus the memory allocated before. Cases: the network built for 128x128
   (the paper's; at 512 its CSA levels attend over 128x128 and 64x64 maps) and built with ``img_size=512`` (the paper's
@@ -39,7 +39,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
-from fsr_utils.speed import count_flops, count_params, peak_memory, sync, timeit  # noqa: E402
+from fsr_tools.speed import count_flops, count_params, peak_memory, sync, timeit  # noqa: E402
 
 
 def _laat():

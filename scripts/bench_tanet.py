@@ -8,15 +8,15 @@ Usage (from the repository root)::
 Cases (both x8, the paper's harder scale): 16x16 -> 128x128, and the CelebA 216x176 HR case (LR 27x22, which the
 4x4 tokenizer pads to 28x24). Also prints the x4 parameter count.
 
-- FLOPs: ``fsr_utils.speed.count_flops``: ``torch.utils.flop_counter.FlopCounterMode`` on one batch-1 forward,
+- FLOPs: ``fsr_tools.speed.count_flops``: ``torch.utils.flop_counter.FlopCounterMode`` on one batch-1 forward,
   1 multiply-add = 2 FLOPs. It does not count the CPU ``scaled_dot_product_attention`` kernel, so FLOPs are counted
   with the explicit attention path (``use_sdpa`` False; same arithmetic). Element-wise ops (ReLU, sigmoid, softmax,
   sums) are not counted, as is usual.
-- Latency (``fsr_utils.speed.timeit``): median of ``--repeats`` timed forwards after ``--warmup`` untimed ones,
+- Latency (``fsr_tools.speed.timeit``): median of ``--repeats`` timed forwards after ``--warmup`` untimed ones,
   ``torch.inference_mode``, batch 1. On the CPU with ``--threads`` threads (default: torch's default). Wall-clock
   numbers from a loaded machine are noisy (the load is printed), so the CPU also gets ``cpu_ms``: the process CPU time
   per forward (summed over threads), which other processes disturb much less.
-- Peak memory (``fsr_utils.speed.peak_memory``): CPU (Linux): in a fresh child process with the model and input built,
+- Peak memory (``fsr_tools.speed.peak_memory``): CPU (Linux): in a fresh child process with the model and input built,
   the high-water mark of the resident set (``VmHWM``) is reset through ``/proc/self/clear_refs``; the peak is its growth
   over the resident size during one forward (weights excluded; activations, workspaces and allocator overhead included).
   GPU: ``torch.cuda.max_memory_allocated`` during one forward minus the memory allocated before it.
@@ -31,7 +31,7 @@ import torch
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
 
-from fsr_utils.speed import count_flops, count_params, peak_memory, timeit  # noqa: E402
+from fsr_tools.speed import count_flops, count_params, peak_memory, timeit  # noqa: E402
 
 CASES = {'16->128 x8': (8, 16, 16), '216x176 x8 (LR 27x22)': (8, 27, 22)}
 # GPU rows: (name, channels_last, bf16 autocast)

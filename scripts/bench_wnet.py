@@ -9,10 +9,10 @@ Configurations: ``paper`` (fsr_arch.wnet_arch.PAPER_CONFIGS: the W path reaches 
 128x128 face), ``paper_ckpt`` (the same with activation checkpointing), ``up2`` (W path to 4x, a deviation) and
 ``light`` (LIGHT_CONFIG: W path to 2x + checkpointing, a deviation).
 
-- FLOPs: ``fsr_utils.speed.count_flops`` (``torch.utils.flop_counter.FlopCounterMode``) on one forward at batch 1
+- FLOPs: ``fsr_tools.speed.count_flops`` (``torch.utils.flop_counter.FlopCounterMode``) on one forward at batch 1
   (a multiply-add counts 2), run on the meta device (shapes only, exact counts, no compute).
 - Latency: median wall time of ``--repeats`` forwards at batch 1 under ``torch.inference_mode`` on the CPU
-  (``fsr_utils.speed.timeit``), after one warm-up, with ``--threads`` intra-op threads. Note the machine's load: shared
+  (``fsr_tools.speed.timeit``), after one warm-up, with ``--threads`` intra-op threads. Note the machine's load: shared
   cores inflate it.
 - Peak training memory per face: ``torch.distributed._tools.mem_tracker.MemTracker`` peak over forward + backward at
   batch 1 (parameters, gradients, activations and temporaries; no optimizer state: Adam adds 2 x the parameter bytes),
@@ -27,7 +27,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from fsr_arch.wnet_arch import LIGHT_CONFIG, PAPER_CONFIGS, WNet  # noqa: E402
-from fsr_utils.speed import count_flops, count_params, timeit  # noqa: E402
+from fsr_tools.speed import count_flops, count_params, timeit  # noqa: E402
 
 CONFIGS = {
     'paper': {},

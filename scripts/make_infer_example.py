@@ -25,7 +25,7 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from fsr_utils import infer  # noqa: E402
+from fsr_tools import infer  # noqa: E402
 
 MAX_BYTES = 300 * 1024
 

@@ -21,7 +21,7 @@ from fsr_arch.laat_arch import LAAT  # noqa: E402
 from fsr_arch.laat_arch import TINY_CONFIG as LAAT_TINY  # noqa: E402
 from fsr_arch.tanet_arch import TINY_CONFIG, TANet  # noqa: E402
 from fsr_data.face_align import align_face  # noqa: E402
-from fsr_utils import infer  # noqa: E402
+from fsr_tools import infer  # noqa: E402
 
 HR = 64  # HR face size of the tests (LR 16x16 at x4)
 

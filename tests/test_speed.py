@@ -9,7 +9,7 @@ compat.install_torchvision_shim()
 
 from basicsr.archs.srresnet_arch import MSRResNet  # noqa: E402
 
-from fsr_utils import speed  # noqa: E402
+from fsr_tools import speed  # noqa: E402
 
 
 def test_discover_plugin_networks():
@@ -82,7 +82,7 @@ def test_flops_count_attention_done_by_sdpa():
     import torch
 
     from fsr_arch.tanet_arch import TINY_CONFIG, TANet
-    from fsr_utils.speed import count_flops
+    from fsr_tools.speed import count_flops
     x = torch.rand(1, 3, 8, 8)
     fused, explicit = TANet(upscale=4, **TINY_CONFIG, use_sdpa=True), TANet(upscale=4, **TINY_CONFIG, use_sdpa=False)
     assert count_flops(fused, x) == count_flops(explicit, x) > 0
