@@ -7,9 +7,9 @@ Each piece lives here once so the per-paper ``*_arch.py`` files only hold what i
 - :func:`haar_wt` / :func:`haar_iwt` and the module wrappers :class:`HaarWT` / :class:`HaarIWT`: the fixed-kernel Haar
   wavelet transform and its exact inverse (LAAT eq. 13-16).
 - :class:`LayerNorm2d`: layer normalization over the channel dimension of an NCHW map.
-- :class:`ConvSelfAttention`: channel-wise ("transposed") multi-head self-attention whose q, k, v come from a 1x1 conv
-  followed by a 3x3 depth-wise conv (AMINet eq. 2-6, W-Net's SCAB eq. 20-23). Its attention map is C x C per
-  head, so the cost grows linearly with the image area.
+- :class:`ConvSelfAttention`: multi-head self-attention whose q, k, v come from a 1x1 conv and a 3x3 depth-wise conv
+  (AMINet eq. 2-6, W-Net's SCAB eq. 20-21); the conv order, channel- or position-wise maps and the scaling (the
+  papers' 1/sqrt(d) or Restormer's L2-normalized q, k with a learned temperature) are arguments.
 - :class:`RCAB`: residual channel attention block (conv-ReLU-conv-CA + identity).
 - :func:`upsample_to`: the bicubic up-sampling that networks defined on a bicubic-upsampled input do internally.
 - :func:`check_divisible`: the shared input-size check that gives a clear error instead of a shape mismatch deep inside.
@@ -138,36 +138,76 @@ class LayerNorm2d(nn.Module):
 
 
 class ConvSelfAttention(nn.Module):
-    """Channel-wise multi-head self-attention with convolutional q, k, v (AMINet eq. 2-6, W-Net eq. 20-23).
+    """Multi-head self-attention with convolutional q, k, v (AMINet eq. 2-6, W-Net's SCAB eq. 20-21).
 
-    ``q, k, v = DWConv3x3(Conv1x1(x))`` split into ``num_heads`` groups of channels; q and k are L2-normalized over the
-    spatial positions, ``A = softmax(q k^T * t)`` is a (C/h x C/h) map per head with a learnable temperature ``t``;
-    ``out = Conv1x1(A v)``. The cost is linear in H*W (the map is over channels, not positions).
+    ``q, k, v`` each come from a 1x1 point-wise conv and a 3x3 depth-wise conv, in the order given by ``order``, and are
+    split into ``num_heads`` groups of channels; ``out = Conv1x1(Softmax(q k^T / sqrt(d)) v)`` (eq. 5 / eq. 21).
+
+    Three choices, each an argument (the networks' docstrings say which one their paper states):
+
+    - ``order``: ``'pw_first'`` = ``F_dw3(F_conv1(X))`` (AMINet eq. 2-4, Restormer); ``'dw_first'`` =
+      ``f_1x1(f_dconv3x3(F))`` (W-Net eq. 20). Both hold the same number of weights.
+    - ``mode``: ``'channel'`` = the map is (C/h x C/h) per head, the dot products run over the H*W positions (AMINet's
+      reshape of Q to C x HW and K to HW x C before eq. 5; cost linear in H*W); ``'spatial'`` = the map is (HW x HW) per
+      head over positions, the dot products run over the C/h channels of a head (computed with
+      ``scaled_dot_product_attention``, whose CPU and GPU kernels do not store the map).
+    - ``scaling``: ``'sqrt_d'`` = the papers' ``1/sqrt(d)`` with d the length of the vectors in each dot product (H*W in
+      channel mode, C/h in spatial mode, as in Vaswani et al. where d is the key length); ``'l2norm'`` = Restormer's
+      MDTA: q and k L2-normalized along the dot product, times a learnable per-head temperature (initialised to 1).
 
     Args:
         num_feat (int): Channels (must be divisible by ``num_heads``).
         num_heads (int): Number of heads.
-        bias (bool): Bias in the convs. Default: False (as in Restormer, where this attention comes from).
+        bias (bool): Bias in the convs. Default: False (as in Restormer).
+        order (str): ``'pw_first'`` or ``'dw_first'``. Default: ``'pw_first'``.
+        mode (str): ``'channel'`` or ``'spatial'``. Default: ``'channel'``.
+        scaling (str): ``'sqrt_d'`` or ``'l2norm'``. Default: ``'sqrt_d'``.
     """
 
-    def __init__(self, num_feat, num_heads, bias=False):
+    def __init__(self, num_feat, num_heads, bias=False, order='pw_first', mode='channel', scaling='sqrt_d'):
         super().__init__()
         if num_feat % num_heads:
             raise ValueError(f'ConvSelfAttention: num_feat ({num_feat}) must be divisible by num_heads ({num_heads}).')
-        self.num_heads = num_heads
-        self.temperature = nn.Parameter(torch.ones(num_heads, 1, 1))
-        self.qkv = nn.Conv2d(num_feat, num_feat * 3, 1, bias=bias)
-        self.qkv_dwconv = nn.Conv2d(num_feat * 3, num_feat * 3, 3, padding=1, groups=num_feat * 3, bias=bias)
+        for name, value, allowed in (('order', order, ('pw_first', 'dw_first')), ('mode', mode, ('channel', 'spatial')),
+                                     ('scaling', scaling, ('sqrt_d', 'l2norm'))):
+            if value not in allowed:
+                raise ValueError(f'ConvSelfAttention: {name}={value!r} is not one of {allowed}.')
+        self.num_heads, self.order, self.mode, self.scaling = num_heads, order, mode, scaling
+        if scaling == 'l2norm':
+            self.temperature = nn.Parameter(torch.ones(num_heads, 1, 1))
+        pw = nn.Conv2d(num_feat, num_feat * 3, 1, bias=bias)
+        if order == 'pw_first':
+            dw = nn.Conv2d(num_feat * 3, num_feat * 3, 3, padding=1, groups=num_feat * 3, bias=bias)
+            self.qkv, self.qkv_dwconv = pw, dw
+        else:
+            # f_dconv3x3 on the input (one depth-wise conv per input channel, for each of q, k and v), then f_1x1.
+            self.qkv_dwconv = nn.Conv2d(num_feat, num_feat * 3, 3, padding=1, groups=num_feat, bias=bias)
+            self.qkv = nn.Conv2d(num_feat * 3, num_feat * 3, 1, groups=3, bias=bias)
         self.project_out = nn.Conv2d(num_feat, num_feat, 1, bias=bias)
+
+    def qkv_maps(self, x):
+        """Return q, k, v as (N, heads, C/heads, H*W) tensors (eq. 2-4 / eq. 20)."""
+        n, c, h, w = x.shape
+        qkv = self.qkv_dwconv(self.qkv(x)) if self.order == 'pw_first' else self.qkv(self.qkv_dwconv(x))
+        return [t.reshape(n, self.num_heads, c // self.num_heads, h * w) for t in qkv.chunk(3, dim=1)]
 
     def forward(self, x):
         n, c, h, w = x.shape
-        q, k, v = self.qkv_dwconv(self.qkv(x)).chunk(3, dim=1)
-        q = F.normalize(q.reshape(n, self.num_heads, c // self.num_heads, h * w), dim=-1)
-        k = F.normalize(k.reshape(n, self.num_heads, c // self.num_heads, h * w), dim=-1)
-        v = v.reshape(n, self.num_heads, c // self.num_heads, h * w)
-        attn = (q @ k.transpose(-2, -1)) * self.temperature
-        out = attn.softmax(dim=-1) @ v
+        q, k, v = self.qkv_maps(x)
+        if self.mode == 'spatial':
+            q, k, v = (t.transpose(-2, -1) for t in (q, k, v))  # (N, heads, HW, C/heads): tokens are positions
+        if self.scaling == 'l2norm':
+            q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
+            scale = self.temperature
+        else:
+            scale = q.shape[-1]**-0.5
+        if self.mode == 'spatial':
+            if self.scaling == 'l2norm':
+                q = q * self.temperature
+            out = F.scaled_dot_product_attention(q, k, v, scale=1.0 if self.scaling == 'l2norm' else scale)
+            out = out.transpose(-2, -1)
+        else:
+            out = ((q @ k.transpose(-2, -1)) * scale).softmax(dim=-1) @ v
         return self.project_out(out.reshape(n, c, h, w))
 
 
