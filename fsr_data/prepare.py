@@ -52,6 +52,7 @@ STAGING = '.staging'
 LMDB_NAMES = ('hr', 'parsing')
 SPLIT_RULES = ('list', 'dic-celeba', 'fsrnet-celeba', 'helen-test')
 SPLIT_DEFAULTS = {'dic-celeba': (168854, 1000), 'fsrnet-celeba': (18000, 100), 'helen-test': (None, 50)}
+MIN_PHOTO_SIDE = 12  # MTCNN's smallest network input; smaller photos cannot hold a usable face in any mode
 
 
 # ------------------------------------------------------------------------------------------------------------- splits
@@ -172,6 +173,49 @@ def make_lr(hr_bgr, scale, kernel='matlab'):
     raise ValueError(f'unknown --lr-kernel {kernel!r}')
 
 
+def _jpeg_is_complete(path):
+    """False when a JPEG file has no end-of-image marker (FF D9) at its end and PIL reports it truncated.
+
+    OpenCV decodes a truncated JPEG without an error (libjpeg only prints "Premature end of JPEG file" and fills the
+    rest with grey), so the file's tail is checked: a complete JPEG ends with FF D9 (trailing zero padding allowed).
+    Files with other data after the marker (some cameras append some) are confirmed by a full decode with PIL, which
+    raises for a truncated scan.
+    """
+    with open(path, 'rb') as f:
+        f.seek(0, os.SEEK_END)
+        size = f.tell()
+        f.seek(max(0, size - 4096))
+        tail = f.read().rstrip(b'\x00')
+    if tail.endswith(b'\xff\xd9'):
+        return True
+    from PIL import Image, ImageFile
+    if ImageFile.LOAD_TRUNCATED_IMAGES:
+        return False
+    try:
+        with Image.open(path) as im:
+            im.load()
+    except OSError:
+        return False
+    return True
+
+
+def read_photo(path):
+    """(BGR uint8 image, None), or (None, (reason, detail)) for a missing, undecodable or truncated file.
+
+    Colour handling is OpenCV's ``IMREAD_COLOR``: gray is replicated, an alpha channel is dropped, CMYK (JPEG/TIFF) is
+    converted to BGR, 16-bit images are scaled to 8 bits.
+    """
+    if not osp.isfile(path):
+        return None, ('unreadable', 'missing file')
+    img = cv2.imread(path, cv2.IMREAD_COLOR)
+    if img is None:
+        return None, ('unreadable', 'OpenCV cannot decode it (corrupt, truncated or unsupported file)')
+    if path.lower().endswith(('.jpg', '.jpeg')) and not _jpeg_is_complete(path):
+        return None, ('unreadable', 'truncated JPEG: incomplete decode (no end-of-image marker), the rest would be '
+                      'grey')
+    return img, None
+
+
 def center_crop_resize(img, hr_hw):
     """Centre-crop ``img`` to the aspect ratio of ``hr_hw`` and resize it; returns (crop, 2x3 transform, scale)."""
     H, W = img.shape[:2]
@@ -190,6 +234,11 @@ def center_crop_resize(img, hr_hw):
 
 
 # ----------------------------------------------------------------------------------------------------------- the job
+class PrepareError(RuntimeError):
+    """A run that cannot produce a dataset (the message says why and what to do); ``fsr-prepare`` prints it as one
+    ``error:`` line."""
+
+
 class PrepareJob:
     """One ``fsr-prepare`` run (resumable). ``run()`` returns a summary dict."""
 
@@ -275,9 +324,11 @@ class PrepareJob:
         from fsr_data.face_align import align_face, apply_affine, template_5pts, transform_scale
         a = self.args
         path = osp.join(self.root, rel)
-        img = cv2.imread(path, cv2.IMREAD_COLOR) if osp.isfile(path) else None
+        img, why = read_photo(path)
         if img is None:
-            return ('unreadable', 'missing file' if not osp.isfile(path) else 'OpenCV cannot decode it')
+            return why
+        if min(img.shape[:2]) < MIN_PHOTO_SIDE:
+            return ('too_small', f'{img.shape[1]}x{img.shape[0]} photo: too small (under {MIN_PHOTO_SIDE} px)')
         faces = []
         if a.aligned:
             crop, M, s = center_crop_resize(img, self.hr_hw)
@@ -286,6 +337,9 @@ class PrepareJob:
                         f'{a.max_upscale}')
             faces.append((crop, M, None, None, None))
         else:
+            if min(img.shape[:2]) < a.min_face:
+                return ('too_small', f'{img.shape[1]}x{img.shape[0]} photo: too small for a face of --min-face '
+                        f'{a.min_face} px')
             rgb = np.ascontiguousarray(img[..., ::-1])
             dets = self.detector.detect(rgb)
             best = max([d['score'] for d in dets], default=None)
@@ -337,7 +391,7 @@ class PrepareJob:
             if not a.overwrite:
                 print(f'{self.out} is complete (manifest.jsonl present); nothing to do (--overwrite to redo it).')
                 return {'status': 'complete'}
-        if a.overwrite and not osp.isfile(osp.join(self.stage, 'FINALIZING')):
+        if a.overwrite:
             for p in final + [self.stage, osp.join(self.out, 'skipped.tsv')]:
                 if osp.isdir(p):
                     shutil.rmtree(p)
@@ -412,16 +466,38 @@ class PrepareJob:
             rep.close()
             for w in writers.values():
                 w.close(commit=completed)
+        if not entries:
+            self._fail_empty()
         with open(osp.join(self.stage, 'FINALIZING'), 'w') as f:
             f.write('all photos processed; moving the LMDBs into place\n')
         return self._finalize(_fault)
+
+    def _fail_empty(self):
+        """No photo gave a face: publish the skip report, remove the staging folder (so that the next run, with other
+        photos, other options or ``--overwrite``, starts clean) and raise :class:`PrepareError` naming the way out."""
+        skipped = osp.join(self.stage, 'skipped.partial.tsv')
+        lines = [ln for ln in open(skipped).read().split('\n') if ln] if osp.isfile(skipped) else []
+        report = osp.join(self.out, 'skipped.tsv')
+        with open(report + '.tmp', 'w') as f:
+            f.write('source\treason\tdetail\n' + ''.join(ln + '\n' for ln in lines))
+        os.replace(report + '.tmp', report)
+        shutil.rmtree(self.stage)
+        reasons = {}
+        for ln in lines:
+            r = (ln.split('\t') + [''])[1]
+            reasons[r] = reasons.get(r, 0) + 1
+        counts = ', '.join(f'{n} {r}' for r, n in sorted(reasons.items())) or 'no photo'
+        raise PrepareError(
+            f'no face was prepared from {len(lines)} photos ({counts}); the reasons are in {report}. Nothing else was '
+            f'written and {self.out} is free again: rerun with other photos or options (e.g. a lower --min-score or '
+            '--min-face, a higher --max-upscale, or --crop center for photos that are already face crops).')
 
     def _finalize(self, _fault=None):
         a = self.args
         _, entries = self._load_stage()
         ordered = sorted(entries.values(), key=lambda e: e['key'])
-        if not ordered:
-            raise RuntimeError(f'no face was prepared: see {osp.join(self.stage, "skipped.partial.tsv")}')
+        if not ordered:  # (a folder left by an older version in this state is cleaned up the same way)
+            self._fail_empty()
         from fsr_data.lmdb_io import write_meta_info
         for n in self.lmdb_names:
             src = osp.join(self.stage, f'{n}.lmdb')
@@ -512,9 +588,9 @@ def build_parser():
 
 def prepare(argv=None, _fault=None):
     """Run ``fsr-prepare`` with command-line arguments ``argv``; returns a summary dict."""
+    args = build_parser().parse_args(argv)  # first: --help and option errors need no heavy import
     from fsr_utils import compat
     compat.install_torchvision_shim()
-    args = build_parser().parse_args(argv)
     if args.parsing == 'bisenet':
         from fsr_data.parsing import resolve_bisenet_weights
         resolve_bisenet_weights(args.bisenet_weights)  # fail before any work
@@ -527,9 +603,21 @@ def prepare(argv=None, _fault=None):
     return PrepareJob(args, root, rel).run(_fault=_fault)
 
 
-def main(argv=None):
-    """Console script ``fsr-prepare``: exit status 0 on success."""
-    prepare(argv)
+def main(argv=None, _fault=None):
+    """Console script ``fsr-prepare``: exit status 0 on success, 1 with a one-line ``error:`` when no dataset can be
+    made, 130 when interrupted (Ctrl-C: the finished photos are kept and the same command resumes)."""
+    try:
+        prepare(argv, _fault=_fault)
+    except KeyboardInterrupt:
+        out = getattr(build_parser().parse_known_args(argv)[0], 'output', None) or 'the output folder'
+        print(
+            f'\nfsr-prepare: interrupted. The photos finished so far are kept in {osp.join(out, STAGING)}: run the '
+            'same command again to resume where it stopped.',
+            file=sys.stderr)
+        return 130
+    except PrepareError as e:
+        print(f'fsr-prepare: error: {e}', file=sys.stderr)
+        return 1
     return 0
 
 
