@@ -15,8 +15,9 @@ Options (those of BasicSR's ``PairedImageDataset`` plus the parsing ones):
   degrees - 0, 90, 180 or 270 - then a horizontal flip with probability 0.5 if ``use_hflip``). With both ``use_hflip``
   and ``use_rot`` the two modes draw from the same 8 flips/rotations with equal probabilities; they differ when
   ``use_hflip`` is false (``'rot90'`` then never mirrors the face, ``'basicsr'`` does through the vertical flip and
-  the transpose). On non-square patches only the shape-preserving transforms are drawn (vertical flip, rotation by 180
-  degrees).
+  the transpose). On non-square patches only the shape-preserving transforms are drawn, evenly: ``'basicsr'`` draws
+  the horizontal and vertical flips (the transpose is left out), ``'rot90'`` a rotation by 0 or 180 degrees with
+  probability 0.5 each, then the horizontal flip.
 - ``dataroot_parsing``: parsing label maps (19 CelebAMask-HQ classes, 1-channel uint8 PNG at HR size):
   ``parsing.lmdb`` with the LMDB backend, a folder of ``<gt base name>.png`` with the disk backend. Needed by the
   flags below.
@@ -313,9 +314,12 @@ class FSRFaceDataset(data.Dataset):
                     img = img.swapaxes(0, 1)
                 out.append(img)  # a view: the conversion to float below copies it
             return out, (hflip + vflip + rot90) % 2 == 1
-        k = random.randint(0, 3) if use_rot else 0
-        if not square and k % 2 == 1:
-            k = 2
+        if not use_rot:
+            k = 0
+        elif square:
+            k = random.randint(0, 3)
+        else:
+            k = 2 * random.randint(0, 1)  # 90/270 would change the patch shape: 0 or 180 degrees, evenly
         hflip = use_hflip and random.random() < 0.5
         out = []
         for img in imgs:
