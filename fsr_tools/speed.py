@@ -1,8 +1,10 @@
 """``fsr-speed``: parameters, FLOPs, latency, throughput and peak memory of every network of the plugin, x4 and x8.
 
 Networks: every module of ``fsr_arch`` with ``PAPER_CONFIGS`` contributes its registered classes that take ``upscale``
-(discriminators are left out); ``--arch`` picks some. Each runs at its paper configuration (``--config tiny``: the test
-configuration) on ``--hr-size`` faces (LR input ``hr_size / scale``, RGB, batch 1 unless stated).
+(discriminators are left out), followed by the generic networks of BasicSR that a user might pick instead
+(:mod:`fsr_tools.baselines`: EDSR, RCAN, SwinIR; ``--no-baselines`` leaves them out); ``--arch`` picks some. Each
+runs at its paper configuration (``--config demo``: the CPU demo's widths from ``options/demo``, x4 only; ``--config
+tiny``: the test configuration) on ``--hr-size`` faces (LR input ``hr_size / scale``, RGB, batch 1 unless stated).
 
 Columns:
 
@@ -73,16 +75,39 @@ def discover(modules=None):
     return sorted(found, key=lambda x: x[0].lower())
 
 
-def network_kwargs(module, scale, config='paper'):
-    """Constructor arguments: ``PAPER_CONFIGS['x<scale>']`` or ``TINY_CONFIG`` (+ ``upscale``)."""
+def discover_baselines():
+    """Generic networks of BasicSR put beside the face networks (:mod:`fsr_tools.baselines`): ``[(name, module)]``."""
+    from fsr_tools import baselines
+    return [(name, baselines) for name in baselines.BASELINES]
+
+
+def network_kwargs(module, scale, config='paper', name=None, options_dir='options/demo'):
+    """Constructor arguments (+ ``upscale``) of a network for ``config``.
+
+    ``paper``: ``PAPER_CONFIGS['x<scale>']`` of the network's module; ``tiny``: its ``TINY_CONFIG``; ``demo``: the
+    ``network_g`` of ``<options_dir>/train_<name>_demo_x4.yml`` (the CPU demo's widths). For the generic baselines
+    (:mod:`fsr_tools.baselines`) the three configurations come from that module.
+    """
+    from fsr_tools import baselines
+    if module is baselines:
+        return baselines.baseline_kwargs(name, scale, config)
     if config == 'paper':
         if f'x{scale}' not in module.PAPER_CONFIGS:
             raise KeyError(f'{module.__name__}.PAPER_CONFIGS has no x{scale} entry.')
         kwargs = dict(module.PAPER_CONFIGS[f'x{scale}'])
     elif config == 'tiny':
         kwargs = dict(module.TINY_CONFIG)
+    elif config == 'demo':
+        path = os.path.join(options_dir, f'train_{name.lower()}_demo_x4.yml')
+        if not os.path.isfile(path):
+            raise SystemExit(f'error: --config demo reads the demo options file {path}, which does not exist: run from '
+                             'the repository root or give --options-dir.')
+        import yaml
+        with open(path) as f:
+            kwargs = dict(yaml.safe_load(f)['network_g'])
+        kwargs.pop('type')
     else:
-        raise ValueError(f'config must be paper or tiny, got {config}')
+        raise ValueError(f'config must be paper, demo or tiny, got {config}')
     kwargs['upscale'] = scale
     return kwargs
 
@@ -371,7 +396,16 @@ def parse_args(argv=None):
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument('--arch', action='append', default=None, help='network name (repeatable; default: all)')
     p.add_argument('--scales', type=int, nargs='+', default=[4, 8])
-    p.add_argument('--config', choices=['paper', 'tiny'], default='paper')
+    p.add_argument(
+        '--config',
+        choices=['paper', 'demo', 'tiny'],
+        default='paper',
+        help='paper: the papers\' configurations; demo: the CPU demo\'s (options/demo); tiny: the tests\'')
+    p.add_argument('--options-dir', default='options/demo', help='where --config demo finds the demo option files')
+    p.add_argument(
+        '--no-baselines',
+        action='store_true',
+        help='leave out the generic BasicSR networks (EDSR, RCAN, SwinIR: fsr_tools/baselines.py)')
     p.add_argument('--hr-size', type=int, default=None, help='HR face size (default: 128 paper, 32 tiny)')
     p.add_argument('--warmup', type=int, default=1)
     p.add_argument('--repeats', type=int, default=3)
@@ -383,7 +417,7 @@ def parse_args(argv=None):
     p.add_argument('--memory-case', default=None, help=argparse.SUPPRESS)  # internal: one CPU memory measurement
     args = p.parse_args(argv)
     if args.hr_size is None:
-        args.hr_size = 128 if args.config == 'paper' else 32
+        args.hr_size = 32 if args.config == 'tiny' else 128
     return args
 
 
@@ -396,7 +430,7 @@ def main(argv=None):
         mb, method = measure_cpu_memory_here(case['name'], case['kwargs'], case['hr_size'], case['scale'])
         print(json.dumps({'mb': mb, 'method': method}))
         return 0
-    nets = discover()
+    nets = discover() + ([] if args.no_baselines else discover_baselines())
     if args.arch:
         known = {n.lower(): (n, m) for n, m in nets}
         missing = [a for a in args.arch if a.lower() not in known]
@@ -406,11 +440,11 @@ def main(argv=None):
     gpu = torch.device('cuda') if torch.cuda.is_available() and not args.no_gpu else None
     rows = []
     from tqdm import tqdm
-    cases = [(n, m, s) for n, m in nets for s in args.scales]
+    cases = [(n, m, s) for n, m in nets for s in (args.scales if args.config != 'demo' else [4])]
     for name, module, scale in tqdm(cases, desc='fsr-speed', unit='case', file=sys.stderr):
         rows.append(
-            measure(name, network_kwargs(module, scale, args.config), scale, args.hr_size, args.warmup, args.repeats,
-                    not args.quick, not args.no_memory, args.max_seconds, gpu))
+            measure(name, network_kwargs(module, scale, args.config, name, args.options_dir), scale, args.hr_size,
+                    args.warmup, args.repeats, not args.quick, not args.no_memory, args.max_seconds, gpu))
     text = markdown(rows, machine_text(args.config, args.hr_size, gpu), gpu)
     with open(args.out, 'w', encoding='utf-8') as f:
         f.write(text)
