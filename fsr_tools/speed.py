@@ -30,6 +30,7 @@ Columns:
 The Markdown table goes to stdout and to ``--out`` (default ``speed.md``).
 """
 import argparse
+import contextlib
 import gc
 import importlib
 import inspect
@@ -44,7 +45,10 @@ import time
 import torch
 
 COLUMNS = ['Network', 'Scale', 'Input', 'Params (M)', 'GFLOPs', 'CPU ms (b1)', 'CPU img/s (b16)', 'CPU peak MB (b1)']
-GPU_COLUMNS = ['GPU fp32 ms', 'GPU bf16+CL ms', 'GPU peak MB']
+GPU_COLUMNS = [
+    'GPU fp32 ms', 'GPU bf16+CL ms', 'GPU peak MB', 'GPU train img/s fp32', 'GPU train img/s bf16+CL',
+    'GPU train peak MB/img'
+]
 
 
 def _load_plugin():
@@ -137,8 +141,8 @@ def sync(device):
         torch.cuda.synchronize(device)
 
 
-def timeit(fn, device, repeats, warmup=1, cpu_time=False):
-    """Median time of ``fn()`` under ``torch.inference_mode``.
+def timeit(fn, device, repeats, warmup=1, cpu_time=False, inference=True):
+    """Median time of ``fn()`` under ``torch.inference_mode`` (``inference=False``: with autograd, for training steps).
 
     ``warmup`` untimed calls, then ``repeats`` timed ones, each between two :func:`sync` calls.
 
@@ -149,12 +153,13 @@ def timeit(fn, device, repeats, warmup=1, cpu_time=False):
         warmup (int): Untimed calls before them. Default: 1.
         cpu_time (bool): Also return the median process CPU time (``time.process_time``, summed over threads), which
             other processes on a shared machine disturb much less than the wall time. Default: False.
+        inference (bool): Run under ``torch.inference_mode``. Default: True.
 
     Returns:
         float | tuple[float, float]: Median wall seconds, or ``(wall seconds, CPU seconds)`` with ``cpu_time``.
     """
     times, cpu_times = [], []
-    with torch.inference_mode():
+    with torch.inference_mode() if inference else contextlib.nullcontext():
         for i in range(warmup + repeats):
             sync(device)
             start, cpu_start = time.perf_counter(), time.process_time()
@@ -296,8 +301,22 @@ def measure_cpu_memory(name, kwargs, hr_size, scale, timeout=600):
 
 
 # ------------------------------------------------------------------------------------------------------------ cases
-def measure(name, kwargs, scale, hr_size, warmup=1, repeats=3, throughput=True, memory=True, max_seconds=30., gpu=None):
-    """One row of the table (a dict keyed by :data:`COLUMNS` and, with a GPU, :data:`GPU_COLUMNS`)."""
+def measure(name,
+            kwargs,
+            scale,
+            hr_size,
+            warmup=1,
+            repeats=3,
+            throughput=True,
+            memory=True,
+            max_seconds=30.,
+            gpu=None,
+            cpu=True,
+            train_batch=8):
+    """One row of the table (a dict keyed by :data:`COLUMNS` and, with a GPU, :data:`GPU_COLUMNS`).
+
+    ``cpu=False`` leaves the CPU timing and memory columns empty (``--gpu-only``: paper configurations on a GPU).
+    """
     torch.manual_seed(0)
     net = build(name, kwargs)
     s = lr_size(net, hr_size, scale)
@@ -308,23 +327,61 @@ def measure(name, kwargs, scale, hr_size, warmup=1, repeats=3, throughput=True, 
         'Input': f'{s}x{s} -> {s * scale}x{s * scale}',
         'Params (M)': count_params(net) / 1e6,
         'GFLOPs': count_flops(net, x) / 1e9,
+        'CPU ms (b1)': None,
+        'CPU img/s (b16)': None,
+        'CPU peak MB (b1)': None,
     }
-    t1 = time_forward(net, x, warmup, repeats)
-    row['CPU ms (b1)'] = t1 * 1e3
-    row['CPU img/s (b16)'] = None
-    if throughput and t1 * 16 <= max_seconds:
-        t16 = time_forward(net, x.repeat(16, 1, 1, 1), min(warmup, 1), max(1, min(repeats, 2)))
-        row['CPU img/s (b16)'] = 16 / t16
-    row['CPU peak MB (b1)'] = measure_cpu_memory(name, kwargs, hr_size, scale) if memory else None
+    if cpu:
+        t1 = time_forward(net, x, warmup, repeats)
+        row['CPU ms (b1)'] = t1 * 1e3
+        if throughput and t1 * 16 <= max_seconds:
+            t16 = time_forward(net, x.repeat(16, 1, 1, 1), min(warmup, 1), max(1, min(repeats, 2)))
+            row['CPU img/s (b16)'] = 16 / t16
+        row['CPU peak MB (b1)'] = measure_cpu_memory(name, kwargs, hr_size, scale) if memory else None
     if gpu is not None:
-        row.update(measure_gpu(net, x, gpu, warmup, repeats))
+        row.update(measure_gpu(net, x, gpu, warmup, repeats, train_batch))
     del net
     gc.collect()
     return row
 
 
-def measure_gpu(net, x, device, warmup, repeats):
-    """GPU fp32 and bf16-autocast + channels_last latency (batch 1) and fp32 peak memory."""
+def _first_output(out):
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
+def train_throughput(net, x, device, steps, autocast_dtype=None, channels_last=False):
+    """Training images/s (forward, L1 loss against a random target, backward, Adam step) and peak bytes per image.
+
+    Args:
+        net (nn.Module): Network, already on ``device``.
+        x (Tensor): LR batch on ``device``.
+        device (torch.device): Where it runs.
+        steps (int): Timed steps (after two untimed ones).
+        autocast_dtype (torch.dtype | None): ``torch.bfloat16`` for mixed precision.
+        channels_last (bool): Network and input in channels_last memory format.
+    """
+    net.train()
+    if channels_last:
+        net, x = net.to(memory_format=torch.channels_last), x.to(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-5)
+
+    def step():
+        with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+            out = _first_output(net(x))
+            loss = (out.float() - 0.5).abs().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    step()
+    peak, _ = peak_memory(step, device)
+    seconds = timeit(step, device, max(1, steps), warmup=1, inference=False)
+    net.to(memory_format=torch.contiguous_format).eval()
+    return x.shape[0] / seconds, peak / x.shape[0]
+
+
+def measure_gpu(net, x, device, warmup, repeats, train_batch=8):
+    """GPU fp32 and bf16-autocast + channels_last latency (batch 1), fp32 peak memory, and training throughput."""
     net = net.to(device)
     x = x.to(device)
 
@@ -337,9 +394,18 @@ def measure_gpu(net, x, device, warmup, repeats):
     net_cl = net.to(memory_format=torch.channels_last)
     bf16 = time_forward(net_cl, x.to(memory_format=torch.channels_last), max(warmup, 2), max(repeats, 5),
                         torch.bfloat16)
-    net.to(memory_format=torch.contiguous_format).cpu()
+    net.to(memory_format=torch.contiguous_format)
+    row = {'GPU fp32 ms': fp32 * 1e3, 'GPU bf16+CL ms': bf16 * 1e3, 'GPU peak MB': peak}
+    if train_batch:
+        xb = x.repeat(train_batch, 1, 1, 1)
+        state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        row['GPU train img/s fp32'], train_peak = train_throughput(net, xb, device, repeats)
+        row['GPU train peak MB/img'] = train_peak / 2**20
+        row['GPU train img/s bf16+CL'], _ = train_throughput(net, xb, device, repeats, torch.bfloat16, True)
+        net.load_state_dict(state)
+    net.cpu()
     torch.cuda.empty_cache()
-    return {'GPU fp32 ms': fp32 * 1e3, 'GPU bf16+CL ms': bf16 * 1e3, 'GPU peak MB': peak}
+    return row
 
 
 # ----------------------------------------------------------------------------------------------------------- output
@@ -413,6 +479,8 @@ def parse_args(argv=None):
     p.add_argument('--no-memory', action='store_true', help='skip the CPU peak memory subprocesses')
     p.add_argument('--max-seconds', type=float, default=30., help='skip batch 16 when it would take longer')
     p.add_argument('--no-gpu', action='store_true', help='skip the GPU columns even when CUDA is available')
+    p.add_argument('--gpu-only', action='store_true', help='skip the CPU timing and memory columns (on a GPU machine)')
+    p.add_argument('--train-batch', type=int, default=8, help='batch of the GPU training throughput (0: skip it)')
     p.add_argument('--out', default='speed.md', help='Markdown file to write')
     p.add_argument('--memory-case', default=None, help=argparse.SUPPRESS)  # internal: one CPU memory measurement
     args = p.parse_args(argv)
@@ -444,7 +512,8 @@ def main(argv=None):
     for name, module, scale in tqdm(cases, desc='fsr-speed', unit='case', file=sys.stderr):
         rows.append(
             measure(name, network_kwargs(module, scale, args.config, name, args.options_dir), scale, args.hr_size,
-                    args.warmup, args.repeats, not args.quick, not args.no_memory, args.max_seconds, gpu))
+                    args.warmup, args.repeats, not args.quick, not args.no_memory, args.max_seconds, gpu,
+                    not (args.gpu_only and gpu is not None), args.train_batch))
     text = markdown(rows, machine_text(args.config, args.hr_size, gpu), gpu)
     with open(args.out, 'w', encoding='utf-8') as f:
         f.write(text)

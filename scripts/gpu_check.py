@@ -1,0 +1,148 @@
+#!/usr/bin/env python
+"""Training part of ``scripts/gpu_check.sh``: each paper option file trains 20 iterations on one GPU, finite losses.
+
+For each ``options/train_*.yml`` (the papers' configurations; ``--include`` adds others, e.g. ``options/baselines``), a
+synthetic face set of the option's HR size (``gt_size``; 128x128 when the file trains on whole faces of unstated size)
+is written as BasicSR LMDBs (with parsing maps where the file reads them), and ``fsr-train`` runs the file unchanged
+except for: the data roots, ``num_gpu: 1``, ``total_iter`` (20), no validation, no checkpoints, no tensorboard, and the
+VGG19 weights of perceptual losses replaced by a small stand-in with random weights (``vgg19-dcbb9e9d.pth`` cannot be
+assumed present; the check is that training runs and its losses stay finite, not what they reach). The batch is the
+file's own, so the GPU memory is the paper configuration's. ``--ddp 2`` runs the same through ``torchrun`` on two GPUs.
+
+Usage: python scripts/gpu_check.py [--iters 20] [--ddp N] [--only NAME ...] [--workdir DIR]
+Prints one line per option file (``ok`` with the last logged losses and the time, or ``FAIL`` with the log's tail) and
+exits 1 when any failed.
+"""
+import argparse
+import glob
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import yaml
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(ROOT, 'tests'))
+
+
+def _hr_size(opt):
+    size = opt['datasets']['train'].get('gt_size') or 128
+    return (size, size) if isinstance(size, int) else tuple(size)
+
+
+def _replace_vgg(node, path):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == 'vgg_weights_path':
+                node[key] = path
+            else:
+                _replace_vgg(value, path)
+    elif isinstance(node, list):
+        for value in node:
+            _replace_vgg(value, path)
+
+
+def prepare(opt_path, workdir, iters, num_gpu):
+    """Return the path of the modified option file (data made under ``workdir``)."""
+    from helpers import make_face_dataset, save_small_vgg19
+    with open(opt_path) as f:
+        opt = yaml.safe_load(f)
+    train = opt['datasets']['train']
+    scale = opt['scale']
+    h, w = _hr_size(opt)
+    h, w = h + (-h) % scale, w + (-w) % scale
+    batch = train.get('total_batch_size') or train.get('batch_size_per_gpu') or 4
+    parsing = 'dataroot_parsing' in train
+    data_dir = os.path.join(workdir, f'data_{h}x{w}_x{scale}_p{int(parsing)}')
+    if not os.path.isdir(data_dir):
+        make_face_dataset(data_dir, num=max(2 * int(batch), 8), hr_size=(h, w), scales=(scale, ), parsing=parsing)
+    train['dataroot_gt'] = os.path.join(data_dir, 'hr.lmdb')
+    train['dataroot_lq'] = os.path.join(data_dir, f'lr_x{scale}.lmdb')
+    if parsing:
+        train['dataroot_parsing'] = os.path.join(data_dir, 'parsing.lmdb')
+    train['num_worker_per_gpu'] = 2
+    train.pop('prefetch_mode', None)
+    opt['datasets'] = {'train': train}
+    opt.pop('val', None)
+    opt['num_gpu'] = num_gpu
+    opt['name'] = f'gpucheck_{os.path.splitext(os.path.basename(opt_path))[0]}'
+    opt['train']['total_iter'] = iters
+    for key in ('total_epochs', 'milestones_epochs'):
+        opt['train'].pop(key, None)
+    opt['logger'] = {
+        'print_freq': max(1, min(5, iters)),
+        'save_checkpoint_freq': 10**9,
+        'use_tb_logger': False,
+        'wandb': None
+    }
+    opt.setdefault('dist_params', {})['backend'] = 'nccl' if num_gpu else 'gloo'
+    vgg = os.path.join(workdir, 'vgg19_standin.pth')
+    if not os.path.isfile(vgg):
+        save_small_vgg19(vgg, num_layers=37)
+    _replace_vgg(opt, vgg)
+    out = os.path.join(workdir, opt['name'] + '.yml')
+    with open(out, 'w') as f:
+        yaml.safe_dump(opt, f, sort_keys=False)
+    return out, opt['name']
+
+
+def losses(log_text):
+    """Logged losses ``{name: [values]}`` from BasicSR's training log lines (``l_pix: 1.2e-02 ...``)."""
+    found = {}
+    for name, value in re.findall(r'\b(l_[a-z_]+): ([-+0-9.eE]+|nan|inf)', log_text):
+        found.setdefault(name, []).append(float(value))
+    return found
+
+
+def run_one(opt_path, workdir, iters, ddp, num_gpu=1):
+    path, name = prepare(opt_path, workdir, iters, num_gpu)
+    exe = shutil.which('fsr-train')
+    if ddp > 1:
+        cmd = ['torchrun', f'--nproc_per_node={ddp}', exe, '-opt', path, '--launcher', 'pytorch']
+    else:
+        cmd = [exe, '-opt', path]
+    start = time.time()
+    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
+    seconds = time.time() - start
+    logs = sorted(glob.glob(os.path.join(workdir, 'experiments', name, f'train_{name}_*.log')))
+    text = open(logs[-1]).read() if logs else ''
+    found = losses(text)
+    ok = proc.returncode == 0 and found and all(math.isfinite(v) for vs in found.values() for v in vs)
+    label = os.path.relpath(opt_path, ROOT)
+    if ok:
+        last = ', '.join(f'{k} {v[-1]:.3g}' for k, v in sorted(found.items()))
+        print(f'ok   {label}: {iters} iterations in {seconds:.0f} s ({last})', flush=True)
+    else:
+        tail = (proc.stdout + proc.stderr)[-3000:]
+        print(f'FAIL {label}: rc {proc.returncode}, losses {found}\n{tail}', flush=True)
+    return bool(ok)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--iters', type=int, default=20)
+    p.add_argument('--ddp', type=int, default=1, help='processes (GPUs) per run; 2 runs torchrun')
+    p.add_argument('--only', nargs='*', default=None, help='option file names (without .yml) to run')
+    p.add_argument('--include', nargs='*', default=[], help='more option folders, e.g. options/baselines')
+    p.add_argument('--workdir', default=None)
+    p.add_argument('--cpu', action='store_true', help='num_gpu 0 (to check this script itself on a CPU machine)')
+    args = p.parse_args(argv)
+    files = sorted(glob.glob(os.path.join(ROOT, 'options', 'train_*.yml')))
+    for folder in args.include:
+        files += sorted(glob.glob(os.path.join(ROOT, folder, 'train_*.yml')))
+    if args.only:
+        files = [f for f in files if os.path.splitext(os.path.basename(f))[0] in args.only]
+    workdir = args.workdir or tempfile.mkdtemp(prefix='fsr_gpu_check_')
+    os.makedirs(workdir, exist_ok=True)
+    results = [run_one(f, workdir, args.iters, args.ddp, 0 if args.cpu else 1) for f in files]
+    print(f'{sum(results)} passed, {len(results) - sum(results)} failed')
+    return 0 if all(results) else 1
+
+
+if __name__ == '__main__':
+    sys.exit(main())

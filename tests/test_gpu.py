@@ -1,0 +1,113 @@
+"""GPU checks (``-m gpu``; ``scripts/gpu_check.sh`` runs them): every network on CUDA agrees with the CPU.
+
+Skipped, with the reason, on a machine without a CUDA GPU (CI's): they are part of the suite so that they are collected,
+linted and kept importable, and they run on the first GPU machine with ``bash scripts/gpu_check.sh``.
+
+Tolerances, and why:
+
+- fp32 on the GPU vs fp32 on the CPU, with TF32 switched off (``allow_tf32 = False`` for matmuls and cuDNN convs, so
+  both sides round to float32): the two differ only in summation order, a few float32 ulps per op (about 1e-7 relative)
+  growing with depth; max |diff| <= 1e-4 on outputs in [0, 1] and relative L2 error <= 1e-3 on every parameter
+  gradient leave two orders of magnitude of room and still catch any real disagreement (a wrong kernel path, a
+  device-dependent branch, a missing ``.to(device)``), which shows up at 1e-2 or more.
+- bf16 autocast + channels_last vs the CPU's fp32: bfloat16 keeps 8 significant bits (unit roundoff 2^-9, 0.2%); over
+  the tens of rounded layers of a tiny network the errors add up like a random walk to about 1%; the test allows a
+  relative L2 error of 3% on the output (a wrong result, e.g. a layout bug under channels_last, is off by 30% or more).
+- SDPA vs the explicit attention on the GPU (fp32, TF32 off): the same maths in another order, max |diff| <= 1e-5.
+"""
+import pytest
+import torch
+
+from fsr_tools import baselines, speed
+
+CUDA = torch.cuda.is_available()
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not CUDA, reason='no CUDA GPU on this machine')]
+
+
+def _cases():
+    from fsr_utils import plugin
+    plugin.load()
+    cases = [(name, module, scale) for name, module in speed.discover() for scale in (4, 8)]
+    cases += [(name, baselines, 4) for name in baselines.BASELINES]
+    return cases
+
+
+CASES = _cases()
+
+
+@pytest.fixture(autouse=True)
+def no_tf32():
+    if CUDA:
+        old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+        yield
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+    else:
+        yield
+
+
+def _net_and_input(name, module, scale):
+    kwargs = speed.network_kwargs(module, scale, 'tiny', name)
+    torch.manual_seed(0)
+    net = speed.build(name, kwargs).train()
+    s = speed.lr_size(net, 32, scale)
+    x = torch.rand(2, 3, s, s, generator=torch.Generator().manual_seed(1))
+    return net, x
+
+
+def _output(out):
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
+def _forward_backward(net, x, autocast=False):
+    net.zero_grad(set_to_none=True)
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=autocast):
+        out = _output(net(x))
+    out.float().square().mean().backward()
+    grads = {k: p.grad.detach().float().cpu() for k, p in net.named_parameters() if p.grad is not None}
+    return out.detach().float().cpu(), grads
+
+
+def _rel(a, b):
+    return ((a - b).norm() / b.norm().clamp_min(1e-12)).item()
+
+
+@pytest.mark.parametrize('name,module,scale', CASES, ids=lambda c: str(c) if not hasattr(c, '__name__') else '')
+def test_fp32_cuda_matches_cpu(name, module, scale):
+    net, x = _net_and_input(name, module, scale)
+    out_cpu, grads_cpu = _forward_backward(net, x)
+    out_gpu, grads_gpu = _forward_backward(net.cuda(), x.cuda())
+    assert (out_gpu - out_cpu).abs().max().item() <= 1e-4
+    assert grads_gpu.keys() == grads_cpu.keys()
+    for key in grads_cpu:
+        if grads_cpu[key].norm() > 0:
+            assert _rel(grads_gpu[key], grads_cpu[key]) <= 1e-3, key
+
+
+@pytest.mark.parametrize('name,module,scale', CASES, ids=lambda c: str(c) if not hasattr(c, '__name__') else '')
+def test_bf16_channels_last_cuda_matches_cpu(name, module, scale):
+    net, x = _net_and_input(name, module, scale)
+    out_cpu, _ = _forward_backward(net, x)
+    net = net.cuda().to(memory_format=torch.channels_last)
+    out_gpu, grads = _forward_backward(net, x.cuda().to(memory_format=torch.channels_last), autocast=True)
+    assert _rel(out_gpu, out_cpu) <= 3e-2
+    assert all(torch.isfinite(g).all() for g in grads.values())
+
+
+@pytest.mark.parametrize(
+    'name,module,scale', [c for c in CASES if c[1] is not baselines],
+    ids=lambda c: str(c) if not hasattr(c, '__name__') else '')
+def test_sdpa_equals_explicit_attention_on_cuda(name, module, scale):
+    net, x = _net_and_input(name, module, scale)
+    switches = [m for m in net.modules() if hasattr(m, 'use_sdpa')]
+    if not switches:
+        pytest.skip(f'{name} has no use_sdpa switch')
+    net, x = net.cuda().eval(), x.cuda()
+    with torch.no_grad():
+        for m in switches:
+            m.use_sdpa = True
+        fused = _output(net(x))
+        for m in switches:
+            m.use_sdpa = False
+        explicit = _output(net(x))
+    assert (fused - explicit).abs().max().item() <= 1e-5
