@@ -31,6 +31,16 @@ Options (those of BasicSR's ``PairedImageDataset`` plus the parsing ones):
 - ``return_component_masks``: adds ``'masks'`` float (4, H, W) in {0, 1}: eyes {4, 5}, brows {2, 3}, nose {10}, mouth
   {11, 12, 13}.
 
+- ``degradation``: make the LR face from the HR face on the fly (``dataroot_lq`` is then not read and may be left
+  out) with BasicSR's degradation functions: blur, down-sampling with a random interpolation, Gaussian/Poisson noise,
+  JPEG (``fsr_data/degradations.py``: every probability and range is an option there; the defaults are Real-ESRGAN's
+  first degradation stage). ``degradation: true`` or ``{}``: the defaults; ``degradation: medium`` (a level name) or
+  ``{level: medium, jpeg_range: [40, 60], ...}``: a level and/or options. Training draws new degradations at every
+  read; validation/test degrade each face with a fixed seed (``degradation: {seed: N}``, default 0, and the face's
+  key). The HR face is mod-cropped to a multiple of ``scale`` first; the LR face is made from the whole HR face, then
+  cropped and flipped/rotated with the HR face and the label map as below, so parsing maps and masks stay aligned with
+  the HR face.
+
 Every geometric transform is applied to lq, gt and the label map together. A transform that mirrors the face
 (horizontal flip, and in ``'basicsr'`` mode also the vertical flip and the transpose; two mirrors cancel) swaps the
 left/right labels 2<->3 (brows), 4<->5 (eyes), 7<->8 (ears), so that ``l_eye`` stays the face's left eye.
@@ -180,7 +190,16 @@ class FSRFaceDataset(data.Dataset):
         self.std = opt.get('std')
         self.scale = int(opt['scale'])
         self.phase = opt.get('phase', 'train')
-        self.gt_folder, self.lq_folder = str(opt['dataroot_gt']), str(opt['dataroot_lq'])
+        self.degradation = None
+        if opt.get('degradation') not in (None, False):
+            from fsr_data.degradations import degradation_options
+            self.degradation = degradation_options(opt['degradation'])
+        if opt.get('dataroot_lq') is None and self.degradation is None:
+            raise ValueError('FSRFaceDataset: dataroot_lq is missing (the LR faces), and no degradation option makes '
+                             'them from the HR faces: set dataroot_lq or degradation.')
+        self.gt_folder = str(opt['dataroot_gt'])
+        # with a degradation, the LR faces are made from the HR faces: a given dataroot_lq is not read
+        self.lq_folder = self.gt_folder if self.degradation is not None else str(opt['dataroot_lq'])
         self.filename_tmpl = opt.get('filename_tmpl', '{}')
         self.return_parsing = bool(opt.get('return_parsing', False))
         self.return_parsing_lq = bool(opt.get('return_parsing_lq', False))
@@ -330,6 +349,21 @@ class FSRFaceDataset(data.Dataset):
             out.append(img)
         return out, hflip
 
+    def _degrade(self, img_gt, gt_path):
+        """Mod-cropped HR face and its LR face made by ``fsr_data.degradations.degrade`` (option ``degradation``).
+
+        Training draws a fresh seed from ``random`` (seeded by BasicSR per worker); validation/test use the face's
+        fixed seed (the option ``seed`` and the face's key), so every validation sees the same LR faces.
+        """
+        from fsr_data.degradations import degrade, face_seed
+        h, w = img_gt.shape[:2]
+        img_gt = img_gt[:h - h % self.scale, :w - w % self.scale]
+        if self.phase == 'train':
+            seed = random.getrandbits(32)
+        else:
+            seed = face_seed(osp.splitext(osp.basename(str(gt_path)))[0], self.degradation['seed'])
+        return img_gt, degrade(np.ascontiguousarray(img_gt), self.scale, self.degradation, seed)
+
     # getitem
     def __getitem__(self, index):
         if self.file_client is None:
@@ -344,7 +378,8 @@ class FSRFaceDataset(data.Dataset):
         gt_path = self.paths[index]['gt_path']
         img_gt = self._decode(self._get_bytes(gt_path, 'gt'), gt_path, 'gt')
         lq_path = self.paths[index]['lq_path']
-        img_lq = self._decode(self._get_bytes(lq_path, 'lq'), lq_path, 'lq')
+        if self.degradation is None:
+            img_lq = self._decode(self._get_bytes(lq_path, 'lq'), lq_path, 'lq')
         parsing = None
         if self.need_parsing:
             p_path = self.paths[index]['parsing_path']
@@ -355,6 +390,8 @@ class FSRFaceDataset(data.Dataset):
                 raise ValueError(
                     f'Parsing map {p_path} has label {parsing.max()} >= {NUM_PARSING_CLASSES}: it is not a '
                     'CelebAMask-HQ label map (0..18).')
+        if self.degradation is not None:
+            img_gt, img_lq = self._degrade(img_gt, gt_path)
 
         if self.phase == 'train':
             if self.gt_hw is not None:
