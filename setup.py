@@ -67,6 +67,7 @@ setup(
             'fsr-train=fsr_tools.cli:train',
             'fsr-test=fsr_tools.cli:test',
             'fsr-prepare=fsr_data.prepare:main',
+            'fsr-degrade=fsr_data.degradations:main',
             'fsr-benchmark=fsr_metrics.benchmark:main',
             'fsr-speed=fsr_tools.speed:main',
             'fsr-infer=fsr_tools.infer:main',
