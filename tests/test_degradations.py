@@ -273,3 +273,16 @@ def test_fsr_degrade_makes_a_fixed_set_fsr_benchmark_reads(tmp_path):
         ['--data', data['root'], '--out', out3, '--scale', '4', '--level', 'severe', '--set', 'jpeg_range=[30,31]'])
     f3, _ = load_faces(out3, 4)
     assert not np.array_equal(f3[0][2], f1[0][2])
+
+
+def test_real_option_files_are_in_sync_with_their_sources():
+    """options/*_real_*.yml copy the bicubic files' network and schedule: rerun scripts/make_real_options.py when
+    those change."""
+    import subprocess
+    import sys
+    from helpers import REPO_ROOT
+    res = subprocess.run(
+        [sys.executable, os.path.join(REPO_ROOT, 'scripts', 'make_real_options.py'), '--check'],
+        capture_output=True,
+        text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
