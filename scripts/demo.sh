@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The README's main job, on a fresh machine: install, build the demo faces from photos that installed packages ship,
-# train the four networks briefly on the CPU (small widths, options/demo/), then benchmark them against bicubic on the
-# held-out demo faces. Results: results/demo_x4/benchmark.md (+ CSV) and results/demo_x4/grid.png;
+# train the four face networks and three generic BasicSR networks of the same cost (EDSR, RCAN, SwinIR) briefly on the
+# CPU (small widths, options/demo/), then benchmark them against bicubic on the held-out demo faces. Results: results/demo_x4/benchmark.md (+ CSV) and results/demo_x4/grid.png;
 # checkpoints: experiments/<Net>_demo_x4/models/net_g_latest.pth (used by fsr-benchmark and fsr-infer).
 # Usage: bash scripts/demo.sh [--skip-install]
 set -euo pipefail
@@ -17,7 +17,7 @@ echo "== demo data"
 rm -rf demo_data
 $PY scripts/make_demo_data.py --out demo_data
 
-NETS="TANet LAAT AMINet WNet"
+NETS="TANet LAAT AMINet WNet EDSR RCAN SwinIR"
 for net in $NETS; do
   echo "== train $net"
   lower=$(echo "$net" | tr '[:upper:]' '[:lower:]')
