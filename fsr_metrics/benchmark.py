@@ -31,19 +31,41 @@ A metric whose weights are missing is left out of the tables with a note saying 
 computed with random weights.
 
 Outputs in ``--out``: ``benchmark.md`` (protocol, mean table, notes, per-face table), ``benchmark_mean.csv``,
-``benchmark_per_face.csv``, ``grid.png`` (LR | bicubic | each network | HR for ``--grid-faces`` faces) and, with
-``--save-images``, every output image under ``images/<method>/<face>.png``.
+``benchmark_per_face.csv``, ``grid.png`` (LR | bicubic | each network | HR for ``--grid-faces`` faces; faces of
+different sizes each get a cell of their own size on a white background) and, with ``--save-images``, every output
+image under ``images/<method>/<face>.png``.
+
+``--paper PAPER`` (laat, aminet, amigan, tanet, wnet) adds the figures that paper reports at this scale
+(:mod:`fsr_metrics.paper_results`) as rows beside the measured ones, marked as the paper's, with the differences
+between the paper's protocol and ours.
+
+Every network and checkpoint is checked (options read, network built, weights loaded strictly) before any face is
+evaluated, and the output folder before anything runs. A failure prints one line ``error: ...`` (exit status 1);
+``--debug`` or ``FSR_DEBUG=1`` shows the traceback.
 """
 import argparse
 import csv
-import cv2
 import glob
+import importlib
 import math
-import numpy as np
 import os
 import sys
-import torch
-import yaml
+
+
+class _LazyModule:
+    """A module imported on first attribute access, so that ``fsr-benchmark --help`` imports no torch/cv2/numpy."""
+
+    def __init__(self, name):
+        self._name = name
+
+    def __getattr__(self, attr):
+        return getattr(importlib.import_module(self._name), attr)
+
+
+cv2 = _LazyModule('cv2')
+np = _LazyModule('numpy')
+torch = _LazyModule('torch')
+yaml = _LazyModule('yaml')
 
 IMG_EXTS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
 
@@ -191,9 +213,14 @@ def parse_net_specs(opts, nets, scale):
     specs = []
     for opt_path in opts or []:
         opt = load_yaml(opt_path)
+        if 'network_g' not in (opt or {}):
+            raise ValueError(f'{opt_path}: no network_g section (give a BasicSR train/test options file).')
         ckpt = (opt.get('path') or {}).get('pretrain_network_g')
         if not ckpt:
             raise ValueError(f'{opt_path}: path.pretrain_network_g is not set (the checkpoint to benchmark).')
+        if not os.path.isfile(ckpt):
+            raise FileNotFoundError(f'{opt_path}: path.pretrain_network_g = {ckpt} does not exist (train the network '
+                                    'first, or point the option at its checkpoint).')
         if opt.get('scale', scale) != scale:
             raise ValueError(f'{opt_path} is for x{opt.get("scale")}, the benchmark runs at x{scale}.')
         specs.append(
@@ -201,14 +228,21 @@ def parse_net_specs(opts, nets, scale):
                 label=opt.get('name') or os.path.splitext(os.path.basename(opt_path))[0],
                 network_g=opt['network_g'],
                 checkpoint=ckpt,
-                param_key=(opt.get('path') or {}).get('param_key_g', 'params')))
+                param_key=(opt.get('path') or {}).get('param_key_g', 'params'),
+                source=opt_path))
     for text in nets or []:
         if '=' not in text:
             raise ValueError(f'--net {text}: expected LABEL=CHECKPOINT[,OPTIONS.yml]')
         label, rest = text.split('=', 1)
         ckpt, _, opt_path = rest.partition(',')
+        if not os.path.isfile(ckpt):
+            raise FileNotFoundError(f'--net {text}: checkpoint {ckpt} does not exist (check the path; BasicSR writes '
+                                    'them as experiments/<name>/models/net_g_<iter>.pth).')
         opt = load_yaml(opt_path or find_experiment_yaml(ckpt))
-        specs.append(dict(label=label, network_g=opt['network_g'], checkpoint=ckpt, param_key=None))
+        if 'network_g' not in (opt or {}):
+            raise ValueError(f'--net {text}: {opt_path or "the experiment options file"} has no network_g section.')
+        specs.append(
+            dict(label=label, network_g=opt['network_g'], checkpoint=ckpt, param_key=None, source=f'--net {text}'))
     labels = [s['label'] for s in specs]
     if len(set(labels)) != len(labels) or 'Bicubic' in labels:
         raise ValueError(f'network labels must be unique and not "Bicubic": {labels}')
@@ -235,17 +269,51 @@ def load_state_dict(checkpoint, param_key=None):
 
 
 def build_network(spec, device):
-    """The network of a spec, with its checkpoint loaded (strict), in eval mode on ``device``."""
+    """The network of a spec, with its checkpoint loaded (strict), in eval mode on ``device``.
+
+    Raises:
+        ValueError: Unknown network type, wrong arguments, or weights that do not fit (naming source and checkpoint).
+    """
     from basicsr.utils.registry import ARCH_REGISTRY
     opt = dict(spec['network_g'])
-    net = ARCH_REGISTRY.get(opt.pop('type'))(**opt)
-    net.load_state_dict(load_state_dict(spec['checkpoint'], spec['param_key']), strict=True)
+    name = opt.pop('type', None)
+    source = spec.get('source', spec['label'])
+    if name not in ARCH_REGISTRY:
+        import difflib
+        close = difflib.get_close_matches(str(name), list(ARCH_REGISTRY.keys()), n=3)
+        raise ValueError(f'{source}: network_g.type "{name}" is not a registered network'
+                         f'{" (did you mean " + ", ".join(close) + "?)" if close else ""}: fix network_g.type.')
+    try:
+        net = ARCH_REGISTRY.get(name)(**opt)
+    except TypeError as err:
+        raise ValueError(f'{source}: network_g does not build {name}: {err}') from err
+    try:
+        state = load_state_dict(spec['checkpoint'], spec['param_key'])
+        net.load_state_dict(state, strict=True)
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # truncated file, foreign pickle, wrong network: say which checkpoint and spec
+        msg = ' '.join(str(err).split())
+        raise ValueError(f'{source}: checkpoint {spec["checkpoint"]} does not load into {name} '
+                         f'({type(err).__name__}: {msg[:300]}): give the checkpoint of this network and options.')
     return net.eval().to(device)
 
 
-@torch.no_grad()
+def check_networks(specs):
+    """Build every network on the CPU with its checkpoint (strict) before anything is evaluated; raise on the first
+    that fails. Each one is freed before the next is built."""
+    for spec in specs:
+        net = build_network(spec, torch.device('cpu'))
+        del net
+
+
 def super_resolve(net, lr, scale, device):
     """SR of a BGR uint8 LR face (padding to the network's ``size_multiple``); returns a BGR uint8 image."""
+    with torch.no_grad():
+        return _super_resolve(net, lr, scale, device)
+
+
+def _super_resolve(net, lr, scale, device):
     x = torch.from_numpy(np.ascontiguousarray(lr[..., ::-1].transpose(2, 0, 1))).float().div(255.)[None].to(device)
     h, w = x.shape[-2:]
     m = getattr(net, 'size_multiple', 1) or 1
@@ -364,7 +432,7 @@ def _fmt(metric, value):
     return METRICS[metric][1].format(value)
 
 
-def write_tables(out_dir, methods, names, per_face, means, protocol, notes, scale):
+def write_tables(out_dir, methods, names, per_face, means, protocol, notes, scale, extra=()):
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, 'benchmark_mean.csv'), 'w', newline='') as f:
         writer = csv.writer(f)
@@ -386,6 +454,7 @@ def write_tables(out_dir, methods, names, per_face, means, protocol, notes, scal
         md.append(f'| {m} | ' + ' | '.join(_fmt(n, means[m].get(n)) for n in names) + ' |')
     if notes:
         md += ['', 'Notes:', ''] + [f'- {n}' for n in notes]
+    md += list(extra)
     md += ['', '## Per face', '']
     md.append('| Face | Method | ' + ' | '.join(f'{n} {arrows[n]}' for n in face_names) + ' |')
     md.append('|---|---|' + '---:|' * len(face_names))
@@ -398,25 +467,57 @@ def write_tables(out_dir, methods, names, per_face, means, protocol, notes, scal
 
 
 def make_grid(rows, labels, path):
-    """A PNG grid: one row per face (list of same-size BGR images), a header with the column labels."""
-    h, w = rows[0][0].shape[:2]
+    """A PNG grid: one row per face (list of BGR images), a header with the column labels.
+
+    Faces of different sizes are fine: each column is as wide as its widest image and each row as tall as its tallest,
+    and every image sits at the top left of its cell on a white background (no resampling).
+    """
+    widths = [max(row[j].shape[1] for row in rows) for j in range(len(labels))]
+    heights = [max(img.shape[0] for img in row) for row in rows]
     font, thick = cv2.FONT_HERSHEY_SIMPLEX, 1
+    w = min(widths)
     scale = max(0.3, min(0.5, w / 256))
     while scale > 0.25 and max(cv2.getTextSize(t, font, scale, thick)[0][0] for t in labels) > w - 4:
         scale -= 0.05
     header_h = int(cv2.getTextSize('Ag', font, scale, thick)[0][1] * 2.2) + 4
     gap = 2
-    grid = np.full((header_h + len(rows) * (h + gap), len(labels) * (w + gap) - gap, 3), 255, np.uint8)
+    xs = [sum(widths[:j]) + j * gap for j in range(len(labels))]
+    ys = [header_h + sum(heights[:i]) + i * gap for i in range(len(rows))]
+    grid = np.full((ys[-1] + heights[-1] + gap, xs[-1] + widths[-1], 3), 255, np.uint8)
     for j, label in enumerate(labels):
         tw, th = cv2.getTextSize(label, font, scale, thick)[0]
-        cv2.putText(grid, label, (j * (w + gap) + max(0, (w - tw) // 2), (header_h + th) // 2), font, scale, (0, 0, 0),
+        cv2.putText(grid, label, (xs[j] + max(0, (widths[j] - tw) // 2), (header_h + th) // 2), font, scale, (0, 0, 0),
                     thick, cv2.LINE_AA)
     for i, row in enumerate(rows):
         for j, img in enumerate(row):
-            y, x = header_h + i * (h + gap), j * (w + gap)
-            grid[y:y + h, x:x + w] = img
+            h, w = img.shape[:2]
+            grid[ys[i]:ys[i] + h, xs[j]:xs[j] + w] = img
     cv2.imwrite(path, grid)
     return grid
+
+
+def paper_table(paper, scale, measured_methods, means, names, y_channel, crop_border):
+    """Markdown lines: the paper's rows at this scale (marked "paper") beside the measured rows, and the protocol
+    differences. Empty when the paper reports nothing at this scale (a line says so)."""
+    from fsr_metrics import paper_results
+    rows = paper_results.paper_rows(paper, scale=scale)
+    lines = ['', f'## Beside the paper ({paper})', '']
+    if not rows:
+        return lines + [f'{paper} reports no figures at x{scale}.']
+    cols = list(names)
+    for r in rows:
+        cols += [k for k in r[5] if k not in cols]
+    lines.append('| Source | Table | Test set | Method | ' + ' | '.join(cols) + ' |')
+    lines.append('|---|---|---|---|' + '---:|' * len(cols))
+    for _, table, dataset, _, method, values in rows:
+        cells = [(METRICS[c][1].format(values[c]) if c in METRICS else f'{values[c]}') if c in values else '-'
+                 for c in cols]
+        lines.append(f'| paper | {table} | {dataset} | {method} | ' + ' | '.join(cells) + ' |')
+    for m in measured_methods:
+        cells = [_fmt(c, means[m].get(c)) if c in METRICS else '-' for c in cols]
+        lines.append(f'| measured here | - | this data | {m} | ' + ' | '.join(cells) + ' |')
+    lines += [''] + [f'- {t}' for t in paper_results.protocol_differences(paper, y_channel, crop_border, scale)]
+    return lines
 
 
 # -------------------------------------------------------------------------------------------------------------- main
@@ -446,6 +547,12 @@ def parse_args(argv=None):
     p.add_argument('--save-images', action='store_true', help='save every output under <out>/images/<method>/')
     p.add_argument('--device', default='auto', help='auto, cpu, cuda or cuda:N')
     p.add_argument('--limit', type=int, default=None, help='evaluate the first N faces only')
+    p.add_argument(
+        '--paper',
+        default=None,
+        choices=['laat', 'aminet', 'amigan', 'tanet', 'wnet'],
+        help='print the figures this paper reports at this scale beside the measured rows')
+    p.add_argument('--debug', action='store_true', help='show the traceback of an error (also: FSR_DEBUG=1)')
     args = p.parse_args(argv)
     if args.crop_border is None:
         args.crop_border = args.scale
@@ -457,12 +564,18 @@ def parse_args(argv=None):
 def run(args):
     """Run the benchmark; returns ``(methods, means, per_face, notes)``."""
     from tqdm import tqdm
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise FileExistsError(f'--out {args.out} is a file: give a folder (it is created if missing).')
+    if not os.path.isdir(args.data):
+        raise FileNotFoundError(f'--data {args.data} is not a folder: give a prepared dataset folder (hr.lmdb + '
+                                f'lr_x{args.scale}.lmdb) or a folder of HR faces.')
     _load_plugin()
     device = torch.device(('cuda' if torch.cuda.is_available() else 'cpu') if args.device == 'auto' else args.device)
+    specs = parse_net_specs(args.opt, args.net, args.scale)
+    check_networks(specs)  # every network and checkpoint, before any face is evaluated
     faces, source = load_faces(args.data, args.scale)
     if args.limit:
         faces = faces[:args.limit]
-    specs = parse_net_specs(args.opt, args.net, args.scale)
     suite = MetricSuite(args.scale, args.crop_border, not args.rgb, device, args.lpips_trunk, args.lpips_net,
                         not args.no_face_metrics, args.dlib_models, args.fid_weights)
     methods = ['Bicubic'] + [s['label'] for s in specs]
@@ -493,7 +606,9 @@ def run(args):
         for m in methods:
             means[m]['FID'] = suite.fid.frechet(suite.fid.features([outputs[m][n] for n, _, _ in faces]), hr_feats)
     protocol = protocol_text(args, source, len(faces), suite)
-    write_tables(args.out, methods, suite.names, per_face, means, protocol, suite.notes, args.scale)
+    extra = paper_table(args.paper, args.scale, methods, means, suite.names, not args.rgb,
+                        args.crop_border) if args.paper else []
+    write_tables(args.out, methods, suite.names, per_face, means, protocol, suite.notes, args.scale, extra)
     if grid_names:
         lookup = {name: (hr, lr) for name, hr, lr in faces}
         rows = []
@@ -508,7 +623,15 @@ def run(args):
 def main(argv=None):
     """Entry point of ``fsr-benchmark``."""
     args = parse_args(argv)
-    run(args)
+    try:
+        run(args)
+    except Exception as exc:  # one line for the user; the traceback behind --debug / FSR_DEBUG
+        if args.debug or os.environ.get('FSR_DEBUG', '0') not in ('', '0'):
+            raise
+        text = exc.args[0] if isinstance(exc, KeyError) and len(exc.args) == 1 else exc
+        plain = isinstance(exc, (FileNotFoundError, FileExistsError, ValueError, KeyError))
+        msg = ' '.join(str(text if plain else f'{type(exc).__name__}: {exc}').split())
+        sys.exit(f'error: {msg} (--debug shows the traceback)')
     with open(os.path.join(args.out, 'benchmark.md'), encoding='utf-8') as f:
         text = f.read()
     print(text.split('## Per face')[0].rstrip())

@@ -18,6 +18,7 @@ from basicsr.metrics import calculate_psnr  # noqa: E402
 
 from fsr_metrics import benchmark  # noqa: E402
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NET_G = {'type': 'MSRResNet', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 8, 'num_block': 1, 'upscale': 4}
 
 
@@ -155,3 +156,112 @@ def test_script_runs_from_a_checkout(tmp_path):
     ], tmp_path)
     assert '| Bicubic |' in proc.stdout and 'crop_border = 8' in proc.stdout
     assert (tmp_path / 'o' / 'grid.png').exists()
+
+
+# ------------------------------------------------------------------------------------ reliability (issue 17.4, 17.6)
+def _faces_folder(tmp_path, sizes):
+    hr_dir = tmp_path / 'faces'
+    hr_dir.mkdir()
+    rng = np.random.default_rng(2)
+    for i, (h, w) in enumerate(sizes):
+        cv2.imwrite(str(hr_dir / f'f{i}.png'), synthetic_face(h, w, rng)[0])
+    return hr_dir
+
+
+def test_grid_of_faces_of_mixed_sizes(tmp_path):
+    """Faces of different sizes used to crash grid.png after every metric was computed."""
+    hr_dir = _faces_folder(tmp_path, [(64, 64), (60, 52)])
+    out = tmp_path / 'out'
+    benchmark.main([
+        '--data',
+        str(hr_dir), '--scale', '4', '--out',
+        str(out), '--no-face-metrics', '--grid-faces', '2', '--device', 'cpu'
+    ])
+    grid = cv2.imread(str(out / 'grid.png'))
+    header = grid.shape[0] - (64 + 2) - (60 + 2)
+    assert 10 < header < 40 and grid.shape[1] == 3 * (64 + 2) - 2  # LR | Bicubic | HR, columns 64 wide
+    np.testing.assert_array_equal(grid[header:header + 64, -64:], cv2.imread(str(hr_dir / 'f0.png')))
+    y = header + 64 + 2
+    np.testing.assert_array_equal(grid[y:y + 60, 2 * 66:2 * 66 + 52], cv2.imread(str(hr_dir / 'f1.png')))
+    assert (grid[y:y + 60, 2 * 66 + 52:] == 255).all()  # white beside the narrower face
+    rows = _read_csv(out / 'benchmark_per_face.csv')
+    assert [r['face'] for r in rows] == ['f0', 'f1']
+
+
+def _main_error(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        benchmark.main(argv)
+    captured = capsys.readouterr()
+    return str(exc.value.code), captured.out
+
+
+def test_every_network_is_checked_before_any_face_is_evaluated(tmp_path, capsys):
+    hr_dir = _faces_folder(tmp_path, [(64, 64)])
+    net, ckpt, opt_path = _tiny_net(tmp_path)
+    base = ['--data', str(hr_dir), '--scale', '4', '--no-face-metrics', '--device', 'cpu', '--opt', str(opt_path)]
+    # a missing checkpoint, no options file: the diagnosis is the missing file, not "cannot tell the network"
+    out = tmp_path / 'o1'
+    msg, stdout = _main_error(base + ['--net', f'B={tmp_path / "nope.pth"}', '--out', str(out)], capsys)
+    assert msg.startswith('error: --net B=') and 'nope.pth does not exist' in msg and 'cannot tell' not in msg
+    assert not out.exists() and 'Bicubic' not in stdout  # nothing was evaluated
+    # a checkpoint of another network (wrong sizes): found before bicubic and the first network run
+    other = MSRResNet(num_feat=4, num_block=1, upscale=4)
+    torch.save({'params': other.state_dict()}, str(tmp_path / 'other.pth'))
+    msg, stdout = _main_error(base + ['--net', f'C={tmp_path / "other.pth"},{opt_path}', '--out', str(out)], capsys)
+    assert 'other.pth does not load into MSRResNet' in msg and msg.count('\n') == 0
+    assert not out.exists() and 'Bicubic' not in stdout
+    # a wrong network name in an options file names the file
+    bad = yaml.safe_load(opt_path.read_text())
+    bad['network_g']['type'] = 'MSRResNett'
+    (tmp_path / 'bad.yml').write_text(yaml.safe_dump(bad))
+    msg, _ = _main_error(base[:-2] + ['--opt', str(tmp_path / 'bad.yml'), '--out', str(out)], capsys)
+    assert 'bad.yml' in msg and '"MSRResNett" is not a registered network' in msg and 'MSRResNet' in msg
+    # an output path that is a file, and a missing data folder
+    (tmp_path / 'afile').write_text('x')
+    msg, _ = _main_error(base + ['--out', str(tmp_path / 'afile')], capsys)
+    assert msg.startswith('error: --out') and 'is a file' in msg
+    msg, _ = _main_error(['--data', str(tmp_path / 'nodata'), '--scale', '4', '--out', str(out)], capsys)
+    assert msg.startswith('error: --data') and 'is not a folder' in msg
+    with pytest.raises(FileNotFoundError):  # --debug: the exception itself
+        benchmark.main(['--data', str(tmp_path / 'nodata'), '--scale', '4', '--debug'])
+
+
+def test_paper_rows_beside_measured_rows(tmp_path, capsys):
+    """Issue 15.4: --paper prints the paper's figures (copied from the paper) beside the rows measured here."""
+    from fsr_metrics import paper_results
+    data = make_face_dataset(tmp_path / 'data', num=2, hr_size=(64, 64), scales=(4, ))
+    out = tmp_path / 'out'
+    benchmark.main([
+        '--data', data['root'], '--scale', '4', '--out',
+        str(out), '--no-face-metrics', '--grid-faces', '0', '--device', 'cpu', '--paper', 'tanet'
+    ])
+    stdout = capsys.readouterr().out
+    assert '## Beside the paper (tanet)' in stdout
+    # the FFHQ x4 TANet row of Table 2, as printed in the paper (tanet.txt): 32.61 / 0.8910 / 0.1590 / 0.8660
+    row = [line for line in stdout.splitlines() if line.startswith('| paper | Table 2 | FFHQ | TANet |')]
+    assert len(row) == 1 and '| 32.61 | 0.8910 |' in row[0] and '0.1590' in row[0] and '0.8660' in row[0]
+    assert not any('| paper |' in line and '| 28.62 |' in line for line in stdout.splitlines())  # x8 rows left out
+    measured = [line for line in stdout.splitlines() if line.startswith('| measured here |')]
+    means = {r['method']: r for r in _read_csv(out / 'benchmark_mean.csv')}
+    assert len(measured) == 1 and f'| {float(means["Bicubic"]["PSNR"]):.2f} |' in measured[0]
+    assert 'does not say on which channel' in stdout and 'not measured here' in stdout
+    assert 'Beside the paper' in (out / 'benchmark.md').read_text()
+    # every paper has rows, and LAAT states Y (no channel warning), at x8 only
+    assert all(paper_results.paper_rows(p) for p in paper_results.PAPERS)
+    assert paper_results.paper_rows('laat', scale=4) == []
+    assert any('Y in both' in t for t in paper_results.protocol_differences('laat', True, 8, 8))
+    assert any('not comparable' in t for t in paper_results.protocol_differences('laat', False, 8, 8))
+    with pytest.raises(ValueError, match='unknown paper'):
+        paper_results.paper_rows('srgan')
+
+
+def test_benchmark_module_imports_nothing_heavy(tmp_path):
+    """``fsr-benchmark --help`` needs neither torch, cv2 nor numpy from this module (the package __init__ aside)."""
+    code = ('import sys, types\n'
+            f'pkg = types.ModuleType("fsr_metrics"); pkg.__path__ = [{os.path.join(REPO, "fsr_metrics")!r}]\n'
+            'sys.modules["fsr_metrics"] = pkg\n'
+            'import fsr_metrics.benchmark as b\n'
+            'b.parse_args(["--data", "x", "--scale", "4"])\n'
+            'print(sorted(m for m in ("torch", "cv2", "numpy", "basicsr") if m in sys.modules))')
+    proc = run_command([sys.executable, '-c', code], tmp_path)
+    assert proc.stdout.strip().splitlines()[-1] == '[]'
