@@ -96,17 +96,81 @@ def align_face(img, landmarks5, out_size=(128, 128), template=None, border=cv2.B
     if template is None:
         template = template_5pts(out_h, out_w)
     M = estimate_similarity(landmarks5, template)
+    return warp_face(img, M, (out_h, out_w), border), M
+
+
+def warp_face(img, M, out_size, border=cv2.BORDER_REFLECT_101):
+    """``cv2.warpAffine(img, M, out_size)`` with bicubic interpolation; a transform that shrinks by more than 2x first
+    shrinks the image with area interpolation (anti-aliasing) and warps at a scale close to 1."""
+    out_h, out_w = _as_hw(out_size)
     s = transform_scale(M)
-    src, M_src = img, M
+    src, M_src = img, np.asarray(M, np.float64)
     if s < 0.5:
-        # shrink with area interpolation first (anti-aliasing), then warp at a scale close to 1
         f = s * 1.25
         src = cv2.resize(img, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
         fx, fy = src.shape[1] / img.shape[1], src.shape[0] / img.shape[0]
         S_inv = np.array([[1 / fx, 0, 0], [0, 1 / fy, 0], [0, 0, 1]], np.float64)
-        M_src = M @ S_inv
-    crop = cv2.warpAffine(src, M_src, (out_w, out_h), flags=cv2.INTER_CUBIC, borderMode=border)
-    return crop, M
+        M_src = M_src @ S_inv
+    return cv2.warpAffine(src, M_src, (out_w, out_h), flags=cv2.INTER_CUBIC, borderMode=border)
+
+
+def square_box(box, margin=0.0):
+    """(x0, y0, side) of the square with the centre of ``box`` (x1, y1, x2, y2) and side ``max(w, h) * (1 + margin)``
+    (the detector's box made square, LAAT's "MTCNN to crop the face region")."""
+    x1, y1, x2, y2 = [float(v) for v in box]
+    side = max(x2 - x1, y2 - y1) * (1 + margin)
+    return (x1 + x2) / 2 - side / 2, (y1 + y2) / 2 - side / 2, side
+
+
+def box_crop(img, box, out_size=(128, 128), margin=0.0, border=cv2.BORDER_REFLECT_101):
+    """Crop the detector box made square (:func:`square_box`) and resize it to ``out_size``.
+
+    The square region ``[x0, x0 + side)`` (continuous pixel-area coordinates) is mapped onto the output grid, so
+    ``crop = warpAffine(img, M)`` with ``M = [[s, 0, -s*x0 + (s-1)/2], [0, s', ...]]`` (s = out_w / side); a non-square
+    ``out_size`` stretches the square. Shrinking uses area interpolation (a plain resize of the integer region when the
+    box lies inside the photo), enlarging bicubic. Returns ``(crop, M, side)``.
+    """
+    out_h, out_w = _as_hw(out_size)
+    x0, y0, side = square_box(box, margin)
+    sx, sy = out_w / side, out_h / side
+    M = np.array([[sx, 0, -sx * x0 + (sx - 1) / 2], [0, sy, -sy * y0 + (sy - 1) / 2]], np.float64)
+    H, W = img.shape[:2]
+    xi, yi, si = int(round(x0)), int(round(y0)), int(round(side))
+    if xi >= 0 and yi >= 0 and xi + si <= W and yi + si <= H and si > 0:
+        region = img[yi:yi + si, xi:xi + si]
+        interp = cv2.INTER_AREA if si > max(out_h, out_w) else cv2.INTER_CUBIC
+        crop = cv2.resize(region, (out_w, out_h), interpolation=interp)
+        sx, sy = out_w / si, out_h / si  # the transform of what was actually cut
+        M = np.array([[sx, 0, -sx * xi + (sx - 1) / 2], [0, sy, -sy * yi + (sy - 1) / 2]], np.float64)
+    else:  # the square leaves the photo: warp with reflected borders
+        crop = warp_face(img, M, (out_h, out_w), border)
+    return crop, M, side
+
+
+# OpenFace (cmusatyalab/openface, ``openface/align_dlib.py``): ``AlignDlib.align`` maps three of dlib's 68 landmarks,
+# INNER_EYES_AND_BOTTOM_LIP = [39, 42, 57], with ``cv2.getAffineTransform`` onto ``imgDim * MINMAX_TEMPLATE[...]``,
+# where MINMAX_TEMPLATE is its mean-landmark TEMPLATE normalised to [0, 1] by the template's min/max (x: points 0 and
+# 16, y: points 24 and 8). The three normalised points, computed from TEMPLATE's values:
+OPENFACE_INDICES = (39, 42, 57)
+OPENFACE_TEMPLATE = (
+    (np.array([[0.403718978315, 0.33867711083], [0.631326076346, 0.334136672344], [0.525398405766, 0.841706377792]]) -
+     np.array([0.0792396913815, 0.182360984545])) /
+    (np.array([0.971193274221, 1.06080371126]) - np.array([0.0792396913815, 0.182360984545])))
+
+
+def openface_crop(img, landmarks68, out_size=(128, 128), border=cv2.BORDER_REFLECT_101):
+    """Crop a face the way OpenFace's ``AlignDlib.align`` does (W-Net: "OpenFace to detect 68 facial keypoints and crop
+    the images based on these keypoints"): the affine transform taking landmarks 39, 42 (inner eye corners) and 57
+    (bottom lip) to :data:`OPENFACE_TEMPLATE` scaled to ``out_size``. Returns ``(crop, M)``.
+
+    DEVIATION (documented): OpenFace warps with bilinear interpolation and zero borders; here bicubic, reflected borders
+    and an area pre-shrink for large faces, as for the other crops.
+    """
+    out_h, out_w = _as_hw(out_size)
+    src = np.asarray(landmarks68, np.float32).reshape(68, 2)[list(OPENFACE_INDICES)]
+    dst = (OPENFACE_TEMPLATE * np.array([out_w, out_h])).astype(np.float32)
+    M = cv2.getAffineTransform(src, dst).astype(np.float64)
+    return warp_face(img, M, (out_h, out_w), border), M
 
 
 class FaceDetector:

@@ -31,9 +31,10 @@ do not publish their image lists; the rules below are deterministic so that ever
 - ``dic-celeba`` (DIC, CVPR 2020: 168,854 train / 1,000 test CelebA faces): FILE lists the CelebA images to use, in
   order (e.g. the ``img_celeba`` names that survive detection, or DIC's own list if you have it); test = the LAST 1,000
   names, train = the 168,854 before them. Needs at least 169,854 names.
-- ``fsrnet-celeba`` (FSRNet, CVPR 2018; also AMINet: 18,000 train / 100 test, "randomly chosen"): FILE is CelebA's
-  ``list_eval_partition.txt``; train = 18,000 names drawn with ``--split-seed`` (default 0) from partition 0, test = 100
-  drawn from partition 2 (change with ``--train-count/--test-count``, e.g. 1,000 test faces for AMINet).
+- ``fsrnet-celeba`` (FSRNet, CVPR 2018, and RAAN / W-Net Training Mode II: 18,000 train / 100 test): FILE is
+  CelebA's ``list_eval_partition.txt``; train = 18,000 names drawn with ``--split-seed`` (default 0) from partition 0,
+  test = 100 drawn from partition 2 (change with ``--train-count/--test-count``; AMINet's "18,000 ... for training and
+  1,000 for testing" is ``--test-count 1000``, which ``--recipe aminet`` sets).
 - ``helen-test`` (DIC's 50 Helen test faces): FILE is Helen's ``testnames.txt`` (330 names); test = its first 50 names;
   ``--subset train`` takes the rest of FILE (use ``list`` with ``trainnames.txt`` for Helen's 2,000 training photos).
 """
@@ -50,6 +51,8 @@ import sys
 IMG_EXTS = ('.jpg', '.jpeg', '.png', '.bmp', '.ppm', '.pgm', '.tif', '.tiff', '.webp')
 STAGING = '.staging'
 LMDB_NAMES = ('hr', 'parsing')
+CROPS = ('align5', 'box', 'landmarks68', 'center')
+RECIPE_NAMES = ('laat', 'aminet', 'tanet-ffhq', 'tanet-celeba', 'wnet-mode1', 'wnet-mode2')
 SPLIT_RULES = ('list', 'dic-celeba', 'fsrnet-celeba', 'helen-test')
 SPLIT_DEFAULTS = {'dic-celeba': (168854, 1000), 'fsrnet-celeba': (18000, 100), 'helen-test': (None, 50)}
 MIN_PHOTO_SIDE = 12  # MTCNN's smallest network input; smaller photos cannot hold a usable face in any mode
@@ -216,21 +219,32 @@ def read_photo(path):
     return img, None
 
 
-def center_crop_resize(img, hr_hw):
-    """Centre-crop ``img`` to the aspect ratio of ``hr_hw`` and resize it; returns (crop, 2x3 transform, scale)."""
+def center_crop_resize(img, hr_hw, region=None):
+    """Centre-crop ``img`` and resize the crop to ``hr_hw``; returns (crop, 2x3 transform, scale).
+
+    ``region`` (h, w): the size of the centre crop in source pixels (e.g. 216x176 out of CelebA's 218x178 aligned
+    images: a crop with no resampling when ``hr_hw`` is the same); default: the largest centred region with the aspect
+    ratio of ``hr_hw``. Returns (None, None, None) when the image is smaller than ``region``.
+    """
     H, W = img.shape[:2]
     h, w = hr_hw
-    if H * w > W * h:  # too tall
+    if region is not None:
+        ch, cw = region
+        if ch > H or cw > W:
+            return None, None, None
+    elif H * w > W * h:  # too tall
         ch, cw = W * h / w, W
     else:
         ch, cw = H, H * w / h
     y0, x0 = (H - ch) / 2, (W - cw) / 2
-    s = h / ch
-    M = np.array([[s, 0, -x0 * s + 0.5 * s - 0.5], [0, s, -y0 * s + 0.5 * s - 0.5]], np.float64)
     yi, xi = int(round(y0)), int(round(x0))
     crop = img[yi:yi + int(round(ch)), xi:xi + int(round(cw))]
+    s, sx = h / crop.shape[0], w / crop.shape[1]  # the transform of the integer region actually cut
+    M = np.array([[sx, 0, -xi * sx + 0.5 * sx - 0.5], [0, s, -yi * s + 0.5 * s - 0.5]], np.float64)
+    if crop.shape[:2] == (h, w):
+        return crop.copy(), M, 1.0
     interp = cv2.INTER_AREA if s < 1 else cv2.INTER_CUBIC
-    return cv2.resize(crop, (w, h), interpolation=interp), M, s
+    return cv2.resize(crop, (w, h), interpolation=interp), M, max(s, sx)
 
 
 # ----------------------------------------------------------------------------------------------------------- the job
@@ -242,8 +256,9 @@ class PrepareError(RuntimeError):
 class PrepareJob:
     """One ``fsr-prepare`` run (resumable). ``run()`` returns a summary dict."""
 
-    OPTION_KEYS = ('hr_size', 'scales', 'lr_kernel', 'parsing', 'aligned', 'detector', 'faces', 'max_upscale',
-                   'min_score', 'compress_level', 'image_format', 'template_zoom')
+    OPTION_KEYS = ('hr_size', 'scales', 'lr_kernel', 'parsing', 'crop', 'aligned', 'detector', 'faces', 'max_upscale',
+                   'min_score', 'compress_level', 'image_format', 'template_zoom', 'min_box', 'box_margin',
+                   'center_size')
 
     def __init__(self, args, sources_root, rel_paths):
         self.args = args
@@ -259,6 +274,7 @@ class PrepareJob:
                 raise ValueError(f'--hr-size {self.hr_hw} is not divisible by scale {s}')
         self.detector = None
         self.parser = None
+        self.landmarker = None
 
     def _fmt(self, lmdb_name):
         # label maps stay PNG: they compress 15x and decode fast (one channel, few runs)
@@ -269,6 +285,7 @@ class PrepareJob:
         opts = {k: getattr(self.args, k) for k in self.OPTION_KEYS}
         opts['hr_size'] = list(self.hr_hw)
         opts['scales'] = list(self.args.scales)
+        opts['center_size'] = None if opts['center_size'] is None else list(opts['center_size'])
         return opts
 
     def _finished(self):
@@ -311,17 +328,33 @@ class PrepareJob:
     # --- models --------------------------------------------------------------------------------------------------
     def _models(self):
         a = self.args
-        if not a.aligned and self.detector is None:
+        if a.crop != 'center' and self.detector is None:
             from fsr_data.face_align import FaceDetector
             self.detector = FaceDetector(a.detector, weights=a.detector_weights, device=a.device, min_face=a.min_face)
         if self.parser is None and a.parsing != 'none':
             from fsr_data.parsing import BiSeNetParser, LandmarkParser
             self.parser = (LandmarkParser() if a.parsing == 'landmarks' else BiSeNetParser(a.bisenet_weights, a.device))
+        if a.crop == 'landmarks68' and self.landmarker is None:
+            from fsr_data.parsing import LandmarkParser
+            self.landmarker = self.parser if isinstance(self.parser, LandmarkParser) else LandmarkParser()
+
+    def _landmarks68(self, img, det):
+        """dlib's 68 landmarks of a detected face, in photo coordinates: dlib's HOG detection nearest the face (the
+        box OpenFace would use) in a region twice the detector's box, else the box implied by its 5 points."""
+        x1, y1, x2, y2 = det['box']
+        half = max(x2 - x1, y2 - y1)
+        H, W = img.shape[:2]
+        xa, ya = int(max(0, (x1 + x2) / 2 - half)), int(max(0, (y1 + y2) / 2 - half))
+        xb, yb = int(min(W, (x1 + x2) / 2 + half)), int(min(H, (y1 + y2) / 2 + half))
+        region = np.ascontiguousarray(img[ya:yb, xa:xb, ::-1])
+        pts = self.landmarker.landmarks68(region, np.asarray(det['landmarks'], np.float64) - [xa, ya])
+        return pts + [xa, ya]
 
     # --- one photo -----------------------------------------------------------------------------------------------
     def process(self, rel, key):
         """Faces of one photo: list of (entry, {lmdb name: image}) or a (reason, detail) skip tuple."""
-        from fsr_data.face_align import align_face, apply_affine, template_5pts, transform_scale
+        from fsr_data.face_align import (align_face, apply_affine, box_crop, openface_crop, template_5pts,
+                                         transform_scale)
         a = self.args
         path = osp.join(self.root, rel)
         img, why = read_photo(path)
@@ -330,8 +363,11 @@ class PrepareJob:
         if min(img.shape[:2]) < MIN_PHOTO_SIDE:
             return ('too_small', f'{img.shape[1]}x{img.shape[0]} photo: too small (under {MIN_PHOTO_SIDE} px)')
         faces = []
-        if a.aligned:
-            crop, M, s = center_crop_resize(img, self.hr_hw)
+        if a.crop == 'center':
+            crop, M, s = center_crop_resize(img, self.hr_hw, a.center_size)
+            if crop is None:
+                return ('too_small', f'{img.shape[1]}x{img.shape[0]} is smaller than --center-size '
+                        f'{a.center_size[0]}x{a.center_size[1]}')
             if s > a.max_upscale:
                 return ('too_small', f'{img.shape[1]}x{img.shape[0]} needs upscaling x{s:.2f} > --max-upscale '
                         f'{a.max_upscale}')
@@ -350,14 +386,23 @@ class PrepareJob:
             template = template_5pts(*self.hr_hw, zoom=a.template_zoom)
             small = []
             for det in (dets if a.faces == 'all' else dets[:1]):
-                crop, M = align_face(img, det['landmarks'], self.hr_hw, template=template)
+                if a.crop == 'box':
+                    crop, M, side = box_crop(img, det['box'], self.hr_hw, a.box_margin)
+                    if side < a.min_box:
+                        small.append(f'square box {side:.0f} px < --min-box {a.min_box}')
+                        continue
+                elif a.crop == 'landmarks68':
+                    crop, M = openface_crop(img, self._landmarks68(img, det), self.hr_hw)
+                else:
+                    crop, M = align_face(img, det['landmarks'], self.hr_hw, template=template)
                 up = transform_scale(M)  # > 1: the crop has more pixels than the face in the photo
                 if up > a.max_upscale:
                     small.append(f'face needs upscaling x{up:.2f}')
                     continue
                 faces.append((crop, M, det['box'], det['landmarks'], det['score']))
             if not faces:
-                return ('too_small', '; '.join(small) + f' > --max-upscale {a.max_upscale}')
+                return ('too_small', '; '.join(s if 'box' in s else s + f' > --max-upscale {a.max_upscale}'
+                                               for s in small))
         out = []
         for i, (crop, M, box, lm, score) in enumerate(faces):
             fkey = key if a.faces == 'largest' else f'{key}_f{i}'
@@ -371,6 +416,7 @@ class PrepareJob:
                 key=fkey,
                 source=rel,
                 face_index=i,
+                crop=a.crop,
                 box=None if box is None else [round(float(v), 2) for v in box],
                 landmarks=None if lm is None else np.round(np.asarray(lm, float), 2).tolist(),
                 score=None if score is None else round(float(score), 5),
@@ -540,7 +586,40 @@ def build_parser():
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument('input', help='folder of photos (recursive), or a list file of image paths (relative to its folder)')
     p.add_argument('-o', '--output', required=True, help='dataset folder to write (e.g. datasets/CelebA/train)')
-    p.add_argument('--aligned', action='store_true', help='inputs are face crops: centre-crop + resize, no detection')
+    p.add_argument(
+        '--recipe',
+        choices=RECIPE_NAMES,
+        help='a paper\'s data protocol (crop, size, scales, split, counts, '
+        'seed; see fsr_data/recipes.py): INPUT is the dataset\'s root folder, OUTPUT gets train/ [val/] test/')
+    p.add_argument(
+        '--dataset',
+        choices=['celeba', 'helen', 'ffhq'],
+        help='with --recipe: which dataset INPUT is '
+        '(default: the recipe\'s training set)')
+    p.add_argument(
+        '--recipe-scale',
+        type=float,
+        default=1.0,
+        help='with --recipe: multiply the paper\'s counts (tests, '
+        'dry runs on a subset)')
+    p.add_argument(
+        '--keep-pool', action='store_true', help='with --recipe: keep OUTPUT/pool (all faces before the split)')
+    p.add_argument(
+        '--crop',
+        choices=CROPS,
+        default='align5',
+        help='align5: 5-point similarity alignment (default; what fsr-infer uses); box: the detector box made square '
+        '(LAAT; see --min-box); landmarks68: OpenFace crop from dlib\'s 68 landmarks (W-Net); center: centre crop of '
+        'already aligned images, no detection (AMINet, TANet)')
+    p.add_argument('--aligned', action='store_true', help='same as --crop center (inputs are aligned face crops)')
+    p.add_argument(
+        '--min-box', type=int, default=0, help='--crop box: skip faces whose square box is smaller (LAAT: 128)')
+    p.add_argument('--box-margin', type=float, default=0.0, help='--crop box: enlarge the square box by this fraction')
+    p.add_argument(
+        '--center-size',
+        type=parse_size,
+        help='--crop center: size HxW of the centre crop in source pixels '
+        '(default: the largest region with the HR aspect ratio), then resized to --hr-size')
     p.add_argument('--hr-size', type=parse_size, default=(128, 128), help='HR size: N or HxW (e.g. 216x176)')
     p.add_argument('--scales', type=int, nargs='+', default=[4, 8], help='LR scales')
     p.add_argument(
@@ -586,14 +665,34 @@ def build_parser():
     return p
 
 
+def parse_args(argv=None):
+    """Parse ``fsr-prepare`` arguments; ``--recipe`` supplies defaults that explicit options override."""
+    p = build_parser()
+    pre, _ = p.parse_known_args(argv)
+    if pre.recipe:
+        from fsr_data.recipes import recipe_defaults
+        p.set_defaults(**recipe_defaults(pre.recipe, pre.dataset))
+    args = p.parse_args(argv)
+    if args.aligned:
+        args.crop = 'center'
+    args.aligned = args.crop == 'center'
+    if args.recipe and (args.split or args.limit):
+        p.error('--split/--limit cannot be combined with --recipe (the recipe selects the photos; --recipe-scale '
+                'shrinks its counts)')
+    return args
+
+
 def prepare(argv=None, _fault=None):
     """Run ``fsr-prepare`` with command-line arguments ``argv``; returns a summary dict."""
-    args = build_parser().parse_args(argv)  # first: --help and option errors need no heavy import
+    args = parse_args(argv)  # first: --help and option errors need no heavy import
     from fsr_utils import compat
     compat.install_torchvision_shim()
     if args.parsing == 'bisenet':
         from fsr_data.parsing import resolve_bisenet_weights
         resolve_bisenet_weights(args.bisenet_weights)  # fail before any work
+    if args.recipe:
+        from fsr_data.recipes import run_recipe
+        return run_recipe(args, _fault=_fault)
     root, rel = list_sources(args.input, args.split, args.split_rule, args.subset, args.split_seed, args.train_count,
                              args.test_count)
     if args.limit:

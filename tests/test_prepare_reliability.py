@@ -214,4 +214,4 @@ def test_help_imports_nothing_heavy():
             'if k in sys.modules))\n')
     res = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
-    assert 'usage: fsr-prepare' in res.stdout and 'HEAVY []' in res.stdout
+    assert '--recipe' in res.stdout and 'HEAVY []' in res.stdout
