@@ -1,11 +1,22 @@
 """W-Net's key-region loss (W-Net paper eq. 26-28): masked MSE + masked VGG19 perceptual loss on the face components.
 
-``L_key = sum_{r in eyes, brows, nose, mouth} (L_mse^r + L_per^r)`` where, with the 0-1 component mask ``m_r`` from the
-parsing map (``FSRFaceDataset``'s ``masks``, (N, 4, H, W)):
+``L_key = sum_{r in eyes, brows, nose, mouth} (L_mse^r + L_per^r)`` (eq. 27-28) where, with the 0-1 component mask
+``m_r`` from the parsing map (``FSRFaceDataset``'s ``masks``, (N, 4, H, W)):
 
-- ``L_mse^r = mean((m_r * (SR - HR))^2)``: eq. 24 applied to the masked images (``mse_normalize: image``, default), or
-  the same sum divided by the mask area times C (``mse_normalize: region``, a per-region mean; not the paper's form);
-- ``L_per^r = mean((phi_k(m_r * SR) - phi_k(m_r * HR))^2)``: eq. 26 on the masked images, ``phi_k`` a VGG19 layer.
+- ``L_mse^r = sum(m_r * (SR - HR)^2) / (C * sum(m_r))`` (``mse_normalize: region``, default): eq. 24's MSE taken over
+  the region ``r``, i.e. a per-region mean; or ``sum(m_r * (SR - HR)^2) / (C * H * W)`` (``mse_normalize: image``):
+  eq. 24 on the masked images, divided by the whole image's size.
+- ``L_per^r = mean((phi_k(m_r * SR) - phi_k(m_r * HR))^2)``: eq. 26 on the masked images, ``phi_k`` a VGG19 layer,
+  normalized by the layer's ``C_k H_k W_k`` as eq. 26 writes it.
+
+Which scale eq. 27-29 support. ``L_mse^eye`` is eq. 24's pixel-wise loss "on" the eye region ("we employ pixel-wise
+loss and perceptual loss on four regions"), and eq. 24 normalizes by the size ``CHW`` of what it compares, so the
+region's MSE is its per-pixel mean. The purpose stated three times ("assign special weights to key facial areas",
+"focus on different facial regions with varying importance", "ensure high-quality reconstruction of key areas") also
+needs it: divided by the whole image, the four terms are a masked copy of ``L_mse`` that gives a key-region pixel
+1 + lambda_key = 1.5 times the weight of another pixel, and an eye (~2% of a 128x128 face) adds ~1% to the loss;
+as a per-region mean each component weighs as much as the whole-image MSE, whatever its area. Hence ``region`` is the
+default; ``image`` is the other reading, kept as an option. An empty mask gives 0 in both.
 
 Outside the masks both masked images are zero, so errors there do not change the loss; an empty mask gives 0 (those
 image/component pairs do not even run through the VGG). The VGG19 is the shared frozen
@@ -37,7 +48,8 @@ class WNetKeyRegionLoss(nn.Module):
         mse_weight (float): Weight of the masked MSE terms. Default: 1.0 (eq. 27: plain sum).
         perceptual_weight (float): Weight of the masked perceptual terms (0 disables the VGG). Default: 1.0 (eq. 27).
         component_weights (list[float]): Weights of eyes, brows, nose, mouth. Default: all 1 ("equal weighting").
-        mse_normalize (str): 'image' (eq. 24 on the masked images, default) or 'region' (divide by the mask area).
+        mse_normalize (str): 'region' (per-region mean, default: the reading of eq. 27 argued in the module docstring)
+            or 'image' (divided by the whole image's size).
     """
 
     def __init__(self,
@@ -47,7 +59,7 @@ class WNetKeyRegionLoss(nn.Module):
                  mse_weight=1.0,
                  perceptual_weight=1.0,
                  component_weights=None,
-                 mse_normalize='image'):
+                 mse_normalize='region'):
         super().__init__()
         if mse_normalize not in ('image', 'region'):
             raise ValueError(f"WNetKeyRegionLoss: mse_normalize must be 'image' or 'region', got {mse_normalize!r}.")

@@ -129,6 +129,9 @@ def test_option_files_build():
         net_opt = dict(opt['network_g'])
         net = ARCH_REGISTRY.get(net_opt.pop('type'))(**net_opt)
         assert net.upscale == opt['scale']
+        # SCAB attention as eq. 20-21 (depth-wise first, 1/sqrt(d)), channel maps (fsr_arch/wnet_arch.py)
+        attn = net.encoder[0].scabs[0].attn
+        assert (attn.order, attn.scaling, attn.mode) == ('dw_first', 'sqrt_d', 'channel')
         if os.path.basename(path).startswith('train'):
             train = opt['train']
             assert train['optim_g'] == {
@@ -144,6 +147,7 @@ def test_option_files_build():
             weights = [train[k]['loss_weight'] for k in ('pixel_opt', 'parsing_opt', 'key_region_opt')]
             assert weights == [1.0, 1.0, 0.5]
             assert LOSS_REGISTRY.get(train['key_region_opt']['type']) is WNetKeyRegionLoss
+            assert train['key_region_opt']['mse_normalize'] == 'region'  # per-region mean (fsr_losses/wnet_loss.py)
         else:
             assert opt['val']['suffix'] is None
 
