@@ -39,9 +39,7 @@ do not publish their image lists; the rules below are deterministic so that ever
   ``--subset train`` takes the rest of FILE (use ``list`` with ``trainnames.txt`` for Helen's 2,000 training photos).
 """
 import argparse
-import cv2
 import json
-import numpy as np
 import os
 import os.path as osp
 import re
@@ -79,6 +77,7 @@ def read_split_file(path):
 
 def select_split(rows, rule='list', subset='all', seed=0, train_count=None, test_count=None):
     """Names of ``subset`` ('train', 'test' or 'all') from split-file ``rows`` by ``rule`` (module docstring)."""
+    import numpy as np
     if rule not in SPLIT_RULES:
         raise ValueError(f'unknown --split-rule {rule!r}; choose from {SPLIT_RULES}')
     if subset not in ('train', 'test', 'all'):
@@ -164,6 +163,7 @@ def parse_size(text):
 # ---------------------------------------------------------------------------------------------------------- LR making
 def make_lr(hr_bgr, scale, kernel='matlab'):
     """LR uint8 BGR image of an HR uint8 BGR image: MATLAB-style bicubic (BasicSR) or PIL bicubic."""
+    import numpy as np
     h, w = hr_bgr.shape[:2]
     if kernel == 'matlab':
         from basicsr.utils.matlab_functions import imresize
@@ -208,6 +208,7 @@ def read_photo(path):
     Colour handling is OpenCV's ``IMREAD_COLOR``: gray is replicated, an alpha channel is dropped, CMYK (JPEG/TIFF) is
     converted to BGR, 16-bit images are scaled to 8 bits.
     """
+    import cv2
     if not osp.isfile(path):
         return None, ('unreadable', 'missing file')
     img = cv2.imread(path, cv2.IMREAD_COLOR)
@@ -226,6 +227,8 @@ def center_crop_resize(img, hr_hw, region=None):
     images: a crop with no resampling when ``hr_hw`` is the same); default: the largest centred region with the aspect
     ratio of ``hr_hw``. Returns (None, None, None) when the image is smaller than ``region``.
     """
+    import cv2
+    import numpy as np
     H, W = img.shape[:2]
     h, w = hr_hw
     if region is not None:
@@ -341,6 +344,7 @@ class PrepareJob:
     def _landmarks68(self, img, det):
         """dlib's 68 landmarks of a detected face, in photo coordinates: dlib's HOG detection nearest the face (the
         box OpenFace would use) in a region twice the detector's box, else the box implied by its 5 points."""
+        import numpy as np
         x1, y1, x2, y2 = det['box']
         half = max(x2 - x1, y2 - y1)
         H, W = img.shape[:2]
@@ -353,6 +357,7 @@ class PrepareJob:
     # --- one photo -----------------------------------------------------------------------------------------------
     def process(self, rel, key):
         """Faces of one photo: list of (entry, {lmdb name: image}) or a (reason, detail) skip tuple."""
+        import numpy as np
         from fsr_data.face_align import (align_face, apply_affine, box_crop, openface_crop, template_5pts,
                                          transform_scale)
         a = self.args

@@ -210,7 +210,7 @@ def test_help_imports_nothing_heavy():
             f'spec = importlib.util.spec_from_file_location("prep_alone", {prep.__file__!r})\n'
             'm = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n'
             'try:\n    m.main(["--help"])\nexcept SystemExit:\n    pass\n'
-            'print("HEAVY", sorted(k for k in ("torch", "basicsr", "torchvision", "facenet_pytorch") '
+            'print("HEAVY", sorted(k for k in ("torch", "basicsr", "torchvision", "facenet_pytorch", "cv2", "numpy") '
             'if k in sys.modules))\n')
     res = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
