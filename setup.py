@@ -70,7 +70,7 @@ setup(
             'fsr-degrade=fsr_data.degradations:main',
             'fsr-benchmark=fsr_metrics.benchmark:main',
             'fsr-speed=fsr_tools.speed:main',
-            'fsr-infer=fsr_tools.infer:main',
+            'fsr-infer=fsr_tools.infer_cli:main',
         ]
     },
     classifiers=[

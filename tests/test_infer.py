@@ -1,7 +1,11 @@
-"""fsr-infer: faces of a real two-person photo restored and pasted back; one test per error case.
+"""fsr-infer's command line: faces of a real two-person photo restored and pasted back; image formats; no input ever
+written over; one test per error case.
 
 The photos are built in tmp_path from pictures that installed packages ship (scikit-image's astronaut, matplotlib's
-grace_hopper.jpg); the network is TANet's TINY_CONFIG with random weights saved in BasicSR's checkpoint format.
+grace_hopper.jpg); the network is TANet's TINY_CONFIG with random weights saved in BasicSR's checkpoint format. The
+faces of these photos are larger than the tiny network's 16x16 LR input, so the runs that paste them use
+``--restore-large-faces --upscale 1`` (the geometry of the default path is tested in test_infer_paste.py, its quality
+in test_infer_quality.py).
 """
 import argparse
 import cv2
@@ -24,6 +28,7 @@ from fsr_data.face_align import align_face  # noqa: E402
 from fsr_tools import infer  # noqa: E402
 
 HR = 64  # HR face size of the tests (LR 16x16 at x4)
+FORCE = ('--restore-large-faces', '--upscale', '1')  # restore the (large) faces, output at the input's size
 
 
 def _tiny_cfg():
@@ -114,7 +119,7 @@ def _check_pasted(inp, out, mask):
 
 def test_multi_face_photo_restored_and_pasted_back(files, tmp_path):
     out_dir = tmp_path / 'out'
-    code, summary = _run(files, files['two'], out_dir, '--save-masks', '--batch-size', '1')
+    code, summary = _run(files, files['two'], out_dir, '--save-masks', '--batch-size', '1', *FORCE)
     assert code == 0 and summary['skipped'] == []
     photo = summary['photos'][0]
     faces = photo['faces']
@@ -141,7 +146,7 @@ def test_paste_back_inverts_the_alignment():
     lm = np.array([[204.9, 100.7], [246.9, 102.9], [225., 129.], [201.7, 138.9], [244.8, 141.6]], np.float32)
     crop, M = align_face(np.ascontiguousarray(img[..., ::-1]), lm, (256, 256))
     out, union = img.copy(), np.zeros(img.shape[:2], np.uint8)
-    infer.paste_face(out, crop.astype(np.float32) / 255., M, infer.blend_mask(256, 256), union)
+    infer.paste_warped(out, crop.astype(np.float32) / 255., M, infer.blend_mask(256, 256), union)
     ys, xs = np.nonzero(union == 255)
     assert len(ys) > 5000
     err = {
@@ -185,7 +190,7 @@ def test_grayscale_rgba_16bit_photos(files, tmp_path, kind):
         img = face.astype(np.uint16) * 257 + 100
     path = tmp_path / f'{kind}.png'
     cv2.imwrite(str(path), img)
-    code, summary = _run(files, path, tmp_path / 'out', '--save-masks')
+    code, summary = _run(files, path, tmp_path / 'out', '--save-masks', *FORCE)
     assert code == 0, summary['skipped']
     photo = summary['photos'][0]
     assert len(photo['faces']) == 1
@@ -249,3 +254,49 @@ def test_aligned_crops_lr_hr_and_wrong_size(files, tmp_path):
     (skip, ) = summary['skipped']
     assert skip['input'].endswith(
         'odd.png') and f'{HR // 4}x{HR // 4}' in skip['reason'] and f'{HR}x{HR}' in skip['reason']
+
+
+def test_default_run_keeps_large_faces_as_they_are(files, tmp_path, capsys):
+    """Faces with more pixels than the LR input are not shrunk and re-enlarged: the output is the plain enlargement."""
+    code, summary = _run(files, files['two'], tmp_path / 'out', '--save-masks')
+    assert code == 0 and summary['settings']['upscale'] == 4  # default: the network's scale
+    faces = summary['photos'][0]['faces']
+    assert len(faces) == 2 and all(f['plan'] == 'kept' and f['pasted_region'] is None for f in faces)
+    assert summary['counts']['faces_kept'] == 2 and 'lr_crop' not in faces[0]
+    inp = _read(files['two'])
+    plain = cv2.resize(inp, (inp.shape[1] * 4, inp.shape[0] * 4), interpolation=cv2.INTER_CUBIC)
+    assert np.array_equal(_read(summary['photos'][0]['output']), plain)
+    out = capsys.readouterr().out
+    assert '2 face(s) left as they are' in out and 'shrink the photo by about' in out
+
+
+def test_output_folder_of_the_input_photo_is_refused(files, tmp_path, capsys):
+    """Issue 17 item 1: -i dir/photo.png -o dir used to write dir/photo.png over the user's photo."""
+    folder = tmp_path / 'photos'
+    folder.mkdir()
+    photo = folder / 'photo.png'
+    cv2.imwrite(str(photo), files['face'])
+    before = photo.read_bytes()
+    code, summary = _run(files, photo, folder)
+    err = capsys.readouterr().err
+    assert code == 2 and summary is None
+    assert 'is the folder of the input photo' in err and 'Choose another output folder' in err
+    assert photo.read_bytes() == before and sorted(os.listdir(folder)) == ['photo.png']
+    # the same folder given as input and output: refused too
+    code, _ = _run(files, folder, folder)
+    err = capsys.readouterr().err
+    assert code == 2 and 'is the input folder' in err and photo.read_bytes() == before
+    # an output folder inside the input folder is fine: the photo is read, never written, and outputs are not inputs
+    code, summary = _run(files, folder, folder / 'restored', *FORCE)
+    assert code == 0 and [p['input'] for p in summary['photos']] == [str(photo)]
+    assert photo.read_bytes() == before
+    code, summary = _run(files, folder, folder / 'restored', *FORCE)  # a second run does not read the first's results
+    assert code == 0 and summary['counts']['inputs'] == 1
+
+
+def test_write_guard_never_writes_an_input(tmp_path):
+    path = tmp_path / 'photo.png'
+    path.write_bytes(b'original')
+    with pytest.raises(infer.InferError, match='one of the input photos'):
+        infer.write_image(str(path), np.zeros((4, 4, 3), np.uint8), {os.path.realpath(str(path))})
+    assert path.read_bytes() == b'original'

@@ -1,0 +1,377 @@
+"""``FaceRestorer``: load a face SR network once, then restore the faces of any number of photos (the library API of
+``fsr-infer``, in the manner of GFPGAN's ``GFPGANer``)::
+
+    from fsr_tools.restorer import FaceRestorer
+    restorer = FaceRestorer.load(opt='options/demo/train_tanet_demo_x4.yml',
+                                 weights='experiments/TANet_demo_x4/models/net_g_latest.pth')
+    out, faces = restorer.restore(cv2.imread('photo.jpg'))   # out: restorer.upscale x the photo, BGR like the input
+
+Per photo: detect faces (5 landmarks, on a copy at most ``detect_max_side`` long), plan each face
+(:func:`fsr_tools.face_geometry.plan_face`: ``cut`` = LR crop cut from the photo without resampling, ``resampled`` = one
+warp to the LR template, ``kept`` = larger than the network's LR input, left as it is), run the network on batches of LR
+crops, enlarge the photo ``upscale`` times (bicubic) and paste the SR crops with a feathered mask. Pixels outside the
+masks are exactly the plain bicubic enlargement.
+
+How face size, ``upscale`` and the network's scale ``s`` interact: the network takes LR faces of one size (its LR
+template, HR size / s; e.g. 32x32 with the eyes about 7 px apart for a 128x128 x4 network) and returns them s times
+larger. A face of that size in the photo is restored from the photo's own pixels and its SR crop lands 1:1 on an output
+enlarged ``upscale = s`` times (the default). Smaller faces are enlarged once to the template; larger faces are kept
+(restoring them would first shrink them and lose detail the photo has) unless ``restore_large=True``.
+"""
+import cv2
+import numpy as np
+import time
+
+from fsr_tools.face_geometry import (blend_mask, cut_window, lr_template, make_lr, paste_warped, paste_window,
+                                     pixel_scale, plan_face, warp_to_template)
+from fsr_tools.infer_io import InferError, SkipImage, max_value, to_rgb, to_uint8
+from fsr_tools.infer_net import run_network
+
+STAGES = ('detect', 'align', 'network', 'enlarge', 'paste')
+
+
+def detect_faces(detector, rgb, max_side):
+    """Detect faces on a copy of ``rgb`` whose longer side is at most ``max_side``; coordinates in ``rgb``'s frame."""
+    img = to_uint8(rgb)
+    h, w = img.shape[:2]
+    f = min(1., max_side / max(h, w)) if max_side else 1.
+    if f < 1:
+        img = cv2.resize(img, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
+    try:
+        faces = detector.detect(img)
+    except Exception as e:  # e.g. MTCNN on images smaller than its 12 px window
+        raise SkipImage(f'face detection failed on this image ({type(e).__name__}: {e})')
+    fx, fy = w / img.shape[1], h / img.shape[0]
+    for face in faces:
+        # pixel centres: x_full = (x_small + 0.5) * fx - 0.5
+        face['box'] = face['box'] * np.array([fx, fy, fx, fy], np.float32)
+        face['landmarks'] = (face['landmarks'] + 0.5) * np.array([fx, fy], np.float32) - 0.5
+    return faces
+
+
+class FaceRestorer:
+    """A loaded face SR network and the settings to restore the faces of photos.
+
+    Args:
+        net (nn.Module): the network, in eval mode on ``device``: LR (N, 3, h, w) [0, 1] RGB -> (N, 3, h*s, w*s).
+        scale (int): the network's scale s.
+        hr_size (tuple[int]): HR face size (h, w) of the training data (``fsr-prepare --hr-size``). Default 128x128.
+        device (torch.device | str): where the network runs. Default 'cpu'.
+        upscale (int | None): output size / input size (bicubic enlargement of the whole photo). Default: ``scale``.
+        zoom (float): alignment template zoom of the training data (``fsr-prepare --template-zoom``). Default 1.
+        lr_kernel (str): LR down-sampling of the training data, used for ``--aligned`` HR crops. Default 'matlab'.
+        batch_size (int): faces per network call. Default 8.
+        feather (float): soft-mask ramp width, fraction of the crop. Default 0.1.
+        min_score (float): ignore detections with a lower confidence. Default 0.9 (as fsr-prepare).
+        scale_tol (float): a face is cut without resampling when its scale is within ``1 + scale_tol`` of the LR
+            template (either way). Default 0.15 (see ``--scale-tol``).
+        roll_tol (float): ... and its roll within ``roll_tol`` degrees. Default 20 (see ``--roll-tol``).
+        restore_large (bool): also restore faces larger than the LR template (down-sampled to it first: they can come
+            out softer than the input). Default False.
+        detector (object | str): a detector with ``detect(rgb_uint8) -> [{'box', 'landmarks', 'score'}]``, or a
+            backend name for :class:`fsr_data.face_align.FaceDetector` (built on first use). Default 'mtcnn'.
+        detector_weights (str | None): weights of the detector backend.
+        min_face (int): smallest face box side searched for, px. Default 20.
+        detect_max_side (int): detect on a copy at most this long (0: full size). Default 2048.
+    """
+
+    def __init__(self,
+                 net,
+                 scale,
+                 hr_size=(128, 128),
+                 device='cpu',
+                 upscale=None,
+                 zoom=1.0,
+                 lr_kernel='matlab',
+                 batch_size=8,
+                 feather=0.1,
+                 min_score=0.9,
+                 scale_tol=0.15,
+                 roll_tol=20.,
+                 restore_large=False,
+                 detector='mtcnn',
+                 detector_weights=None,
+                 min_face=20,
+                 detect_max_side=2048):
+        import torch
+        self.net, self.scale, self.device = net, int(scale), torch.device(device)
+        self.hr_size = tuple(int(v) for v in hr_size)
+        if self.hr_size[0] % self.scale or self.hr_size[1] % self.scale:
+            raise InferError(f'HR size {self.hr_size[0]}x{self.hr_size[1]} is not divisible by the scale {self.scale} '
+                             '(--hr-size).')
+        self.lr_size = (self.hr_size[0] // self.scale, self.hr_size[1] // self.scale)
+        self.upscale = self.scale if upscale is None else int(upscale)
+        if self.upscale < 1:
+            raise InferError('--upscale must be >= 1.')
+        if scale_tol < 0 or roll_tol < 0:
+            raise InferError('--scale-tol and --roll-tol must be >= 0.')
+        self.zoom, self.lr_kernel = float(zoom), lr_kernel
+        self.batch_size = max(1, int(batch_size))
+        self.feather, self.min_score = feather, min_score
+        self.scale_tol, self.roll_tol, self.restore_large = float(scale_tol), float(roll_tol), bool(restore_large)
+        self.detector, self.detector_weights, self.min_face = detector, detector_weights, min_face
+        self.detect_max_side = detect_max_side
+        self.template_lr = lr_template(self.hr_size, self.scale, self.zoom)
+        self._mask_hr = blend_mask(*self.hr_size, feather=feather)
+        self.timings = dict.fromkeys(STAGES, 0.)
+
+    # --- construction ------------------------------------------------------------------------------------------------
+    @classmethod
+    def load(cls,
+             opt=None,
+             weights=None,
+             net=None,
+             scale=None,
+             device='auto',
+             param_key=None,
+             hr_size=None,
+             zoom=None,
+             lr_kernel=None,
+             check=True,
+             **settings):
+        """Build the network from an options file (``opt``, a path) or a registered name + its paper configuration
+        (``net``, ``scale``), load ``weights`` safely, and read the training data's HR size, template zoom and LR kernel
+        from the options' dataset manifest unless given. Other keyword arguments go to :class:`FaceRestorer`.
+
+        Returns:
+            FaceRestorer: with ``info`` (dict) describing the network, weights and where each setting came from.
+
+        Raises:
+            InferError: any problem with the options, the network, the weights or the device.
+        """
+        from fsr_tools.infer_net import (DEFAULT_HR_SIZE, build_network, load_options, load_weights, network_spec,
+                                         prepare_options_from, resolve_device)
+        from fsr_utils import plugin
+        plugin.load()
+        opt_dict = load_options(opt) if opt else None
+        spec = network_spec(opt_dict, net, scale)
+        weights = weights or spec['weights']
+        dev = resolve_device(device)
+        model = build_network(spec)
+        key_used = load_weights(model, spec, weights, param_key or spec['param_key'])
+        model = model.to(dev).eval()
+        prep, prep_file = prepare_options_from(opt_dict)
+        if hr_size:
+            hr, hr_source = tuple(hr_size), '--hr-size'
+        elif prep.get('hr_size'):
+            hr, hr_source = tuple(int(v) for v in prep['hr_size']), f"the options' dataset ({prep_file})"
+        else:
+            hr, hr_source = DEFAULT_HR_SIZE, f"default {DEFAULT_HR_SIZE[0]}x{DEFAULT_HR_SIZE[1]} (fsr-prepare's)"
+        zoom = zoom if zoom is not None else float(prep.get('template_zoom') or 1.0)
+        lr_kernel = lr_kernel or prep.get('lr_kernel') or 'matlab'
+        restorer = cls(model, spec['scale'], hr, dev, zoom=zoom, lr_kernel=lr_kernel, **settings)
+        if check:
+            restorer.check()
+        restorer.info = dict(
+            network=spec['name'],
+            network_source=spec['source'],
+            scale=restorer.scale,
+            weights=weights,
+            param_key=key_used,
+            device=str(dev),
+            hr_size=list(hr),
+            hr_size_source=hr_source,
+            lr_size=list(restorer.lr_size),
+            upscale=restorer.upscale,
+            template_zoom=zoom,
+            lr_kernel=lr_kernel,
+            scale_tol=restorer.scale_tol,
+            roll_tol=restorer.roll_tol,
+            restore_large_faces=restorer.restore_large)
+        return restorer
+
+    def check(self):
+        """One forward pass on a blank LR crop: a network/scale mismatch fails here, before any photo is read."""
+        try:
+            run_network(self.net, np.zeros((1, *self.lr_size, 3), np.float32), self.scale, self.device)
+        except InferError:
+            raise
+        except Exception as e:
+            raise InferError(f'the network fails on a {self.lr_size[0]}x{self.lr_size[1]} LR face '
+                             f'(HR {self.hr_size[0]}x{self.hr_size[1]} / x{self.scale}): {type(e).__name__}: {e}. '
+                             'If the network does not take that size, choose another --hr-size.')
+
+    def get_detector(self):
+        """The face detector (built from the backend name on first use)."""
+        if isinstance(self.detector, str):
+            from fsr_data.face_align import FaceDetector
+            try:
+                self.detector = FaceDetector(
+                    backend=self.detector,
+                    weights=self.detector_weights,
+                    device=str(self.device),
+                    min_face=self.min_face)
+            except (ValueError, FileNotFoundError, ImportError) as e:
+                raise InferError(f'face detector: {e}')
+        return self.detector
+
+    # --- the work ----------------------------------------------------------------------------------------------------
+    def _sr(self, lr_list):
+        t0 = time.perf_counter()
+        out = []
+        for start in range(0, len(lr_list), self.batch_size):
+            out += list(
+                run_network(self.net, np.stack(lr_list[start:start + self.batch_size]), self.scale, self.device))
+        self.timings['network'] += time.perf_counter() - t0
+        return out
+
+    def enlarge(self, img):
+        """The plain enlargement of a photo (``upscale`` times, bicubic): what every pixel outside a face becomes."""
+        if self.upscale == 1:
+            return img.copy()
+        h, w = img.shape[:2]
+        return cv2.resize(img, (w * self.upscale, h * self.upscale), interpolation=cv2.INTER_CUBIC)
+
+    def restore(self, img, faces=None, union=False):
+        """Restore every face of a photo.
+
+        Args:
+            img (ndarray): (H, W) gray, (H, W, 3) BGR or (H, W, 4) BGRA, uint8 or uint16 (as ``cv2.imread(path,
+                cv2.IMREAD_UNCHANGED)`` gives).
+            faces (list[dict] | None): detections (``landmarks`` (5, 2) in photo pixels, optional ``box`` and
+                ``score``) to use instead of running the detector.
+            union (bool): also return the union of the paste masks (uint8, ``ceil(255 * mask)``).
+
+        Returns:
+            tuple: the restored photo (``upscale`` times the input size, same layout and dtype) and one dict per face:
+            ``index``, ``box``, ``score``, ``landmarks``, ``plan`` (cut | resampled | kept), ``lr_scale``, ``roll``,
+            ``pasted_region`` (x0, y0, x1, y1 in the output, None when kept), ``notes``, ``lr`` and ``sr`` (float32
+            RGB crops, None when kept); with ``union=True`` a third item, the mask.
+
+        Raises:
+            SkipImage: no face (above ``min_score``) was found.
+        """
+        t0 = time.perf_counter()
+        rgb = to_rgb(img)
+        if faces is None:
+            faces = detect_faces(self.get_detector(), rgb, self.detect_max_side)
+            if not faces:
+                raise SkipImage('no face found')
+        faces = [dict(f) for f in faces]
+        for f in faces:
+            f.setdefault('score', 1.)
+        best = max(f['score'] for f in faces) if faces else None
+        faces = [f for f in faces if f['score'] >= self.min_score]
+        if not faces:
+            raise SkipImage(f'no face found (best detection score {best:.3f} < --min-score {self.min_score})')
+        t1 = time.perf_counter()
+        self.timings['detect'] += t1 - t0
+        maxv = max_value(img)
+        records, lrs = [], []
+        for idx, face in enumerate(faces):
+            lm = np.asarray(face['landmarks'], np.float64).reshape(5, 2)
+            plan = plan_face(lm, self.template_lr, self.scale_tol, self.roll_tol, self.restore_large)
+            lr = None
+            if plan['plan'] == 'cut':
+                x0, y0 = plan['offset']
+                lr = cut_window(rgb, x0, y0, self.lr_size[1], self.lr_size[0]).astype(np.float32) / maxv
+            elif plan['plan'] == 'resampled':
+                lr = warp_to_template(rgb, lm, self.lr_size, self.template_lr).astype(np.float32) / maxv
+            box = face.get('box')
+            rec = dict(
+                index=idx,
+                box=None if box is None else [round(float(v), 1) for v in box],
+                score=round(float(face['score']), 4),
+                landmarks=np.round(lm, 1).tolist(),
+                plan=plan['plan'],
+                lr_scale=round(plan['lr_scale'], 4),
+                roll=round(plan['roll'], 2),
+                pasted_region=None,
+                notes=self.face_notes(plan),
+                lr=lr,
+                sr=None,
+                _plan=plan)
+            records.append(rec)
+            if lr is not None:
+                lrs.append(lr)
+        t2 = time.perf_counter()
+        self.timings['align'] += t2 - t1
+        srs = self._sr(lrs) if lrs else []
+        t3 = time.perf_counter()
+        out = self.enlarge(img)
+        t4 = time.perf_counter()
+        self.timings['enlarge'] += t4 - t3
+        mask_union = np.zeros(out.shape[:2], np.uint8) if union else None
+        it = iter(srs)
+        u, s = self.upscale, self.scale
+        for rec in records:
+            plan = rec.pop('_plan')
+            if rec['lr'] is None:
+                continue
+            sr = rec['sr'] = next(it)
+            if plan['plan'] == 'cut':
+                x0, y0 = plan['offset']
+                lh, lw = self.lr_size
+                if u == s:
+                    face_img, mask = sr, self._mask_hr
+                else:  # one resampling of the SR crop to the output's pixel grid
+                    interp = cv2.INTER_AREA if u < s else cv2.INTER_CUBIC
+                    face_img = cv2.resize(sr, (lw * u, lh * u), interpolation=interp)
+                    mask = blend_mask(lh * u, lw * u, self.feather)
+                region = paste_window(out, face_img, x0 * u, y0 * u, mask, mask_union)
+            else:
+                M = (pixel_scale(s) @ np.vstack([plan['M_lr'], [0, 0, 1]]) @ pixel_scale(1. / u))[:2]
+                region = paste_warped(out, sr, M, self._mask_hr, mask_union)
+            rec['pasted_region'] = region
+        self.timings['paste'] += time.perf_counter() - t4
+        return (out, records, mask_union) if union else (out, records)
+
+    def face_notes(self, plan):
+        """Human-readable notes on how one face was fed to the network."""
+        rho, roll, (lh, lw) = plan['lr_scale'], plan['roll'], self.lr_size
+        notes = []
+        if plan['plan'] == 'kept':
+            notes.append(f'larger than the network\'s {lh}x{lw} LR input (x{1 / rho:.2f}): left as it is, enlarged '
+                         'like the background (restoring it would first shrink it); shrink the photo by about '
+                         f'{1 / rho:.2f} to restore it, or force it with --restore-large-faces')
+            return notes
+        if plan['plan'] == 'cut':
+            notes.append('LR crop cut from the photo without resampling')
+        elif rho < 1 / (1 + self.scale_tol):
+            notes.append(f'down-sampled x{1 / rho:.2f} to the {lh}x{lw} LR template (--restore-large-faces): it can '
+                         'come out softer than the input')
+        else:
+            why = []
+            if not 1 / (1 + self.scale_tol) <= rho <= 1 + self.scale_tol:
+                why.append(f'its scale is x{rho:.2f} the LR template, beyond --scale-tol {self.scale_tol}')
+            if abs(roll) > self.roll_tol:
+                why.append(f'its roll {roll:.1f} deg is beyond --roll-tol {self.roll_tol}')
+            notes.append('resampled once to the LR template (' + '; '.join(why) + ')')
+            if rho > self.scale:
+                notes.append(f'smaller than the network\'s LR input ({lh}x{lw}): the network sees less detail than in '
+                             'training')
+        magnify = self.upscale / (self.scale * rho)  # output pixels per SR-crop pixel
+        if magnify > 1.01:
+            notes.append(f'the restored face is magnified x{magnify:.2f} when pasted (--upscale {self.upscale} > the '
+                         'scale at which it was restored)')
+        elif magnify < 0.99:
+            notes.append(f'the restored face is shrunk x{1 / magnify:.2f} when pasted (--upscale {self.upscale})')
+        return notes
+
+    def restore_aligned(self, img):
+        """Restore an already aligned face crop of LR size (fed as is) or HR size (down-sampled as the training data).
+
+        Returns:
+            tuple: the SR crop (same layout and dtype as ``img``) and its record (``input_kind`` LR | HR, ``lr``,
+            ``sr``).
+        """
+        h, w = img.shape[:2]
+        maxv = max_value(img)
+        rgb = to_rgb(img)
+        if (h, w) == self.lr_size:
+            lr, kind = rgb.astype(np.float32) / maxv, 'LR'
+        elif (h, w) == self.hr_size:
+            lr, kind = make_lr(rgb, self.scale, self.lr_kernel), 'HR'
+        else:
+            raise SkipImage(
+                f'--aligned: the crop is {h}x{w}, but this x{self.scale} network takes aligned LR crops of '
+                f'{self.lr_size[0]}x{self.lr_size[1]} or HR crops of {self.hr_size[0]}x{self.hr_size[1]} (set '
+                f'--hr-size to the HR size your crops were made with)')
+        sr = self._sr([lr])[0]
+        H, W = sr.shape[:2]
+        out = cv2.cvtColor(sr, cv2.COLOR_RGB2GRAY) if img.ndim == 2 else sr[..., ::-1]
+        out = np.clip((out * maxv).round(), 0, maxv).astype(img.dtype)
+        if img.ndim == 3 and img.shape[2] == 4:
+            alpha = cv2.resize(img[..., 3], (W, H), interpolation=cv2.INTER_CUBIC) if (h, w) != (H, W) else img[..., 3]
+            out = np.dstack([out, alpha])
+        return out, dict(index=0, input_kind=kind, notes=[], lr=lr, sr=sr)
