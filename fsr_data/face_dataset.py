@@ -30,7 +30,6 @@ Options (those of BasicSR's ``PairedImageDataset`` plus the parsing ones):
   bicubic-downsampled).
 - ``return_component_masks``: adds ``'masks'`` float (4, H, W) in {0, 1}: eyes {4, 5}, brows {2, 3}, nose {10}, mouth
   {11, 12, 13}.
-
 - ``degradation``: make the LR face from the HR face on the fly (``dataroot_lq`` is then not read and may be left
   out) with BasicSR's degradation functions: blur, down-sampling with a random interpolation, Gaussian/Poisson noise,
   JPEG (``fsr_data/degradations.py``: every probability and range is an option there; the defaults are Real-ESRGAN's
@@ -39,7 +38,7 @@ Options (those of BasicSR's ``PairedImageDataset`` plus the parsing ones):
   read; validation/test degrade each face with a fixed seed (``degradation: {seed: N}``, default 0, and the face's
   key). The HR face is mod-cropped to a multiple of ``scale`` first; the LR face is made from the whole HR face, then
   cropped and flipped/rotated with the HR face and the label map as below, so parsing maps and masks stay aligned with
-  the HR face.
+  the HR face. ``lq_path`` is then the HR face's path (the LR face has no file).
 
 Every geometric transform is applied to lq, gt and the label map together. A transform that mirrors the face
 (horizontal flip, and in ``'basicsr'`` mode also the vertical flip and the transpose; two mirrors cancel) swaps the
