@@ -11,6 +11,8 @@ Figures:
 - ``params``: parameter count and FLOPs (``fsr_tools.speed.count_flops``: ``torch.utils.flop_counter.FlopCounterMode``
   on the explicit attention path so every matmul is counted; 1 multiply-add = 2 FLOPs) of the paper configuration
   (``PAPER_CONFIGS``) at x8 (16->128) and x4 (32->128).
+- ``sizes``: parameter count of the x8 network for other values of the settings the paper does not state (MLP ratio,
+  FIM's channel-attention reduction), for the stacked reading of eq. 12 and for each ablation of Sec. 4.4.
 - ``latency``: batch-1 forward latency for 16->128 (x8), median of ``--repeats`` runs after a warm-up, fused and
   explicit attention (and, on CUDA, channels_last and bf16 autocast).
 - ``memory``: peak memory of one ``torch.no_grad`` forward at 512x512 HR (x8, LR 64x64), each case in a fresh process:
@@ -57,6 +59,20 @@ def part_params(args):
         flops = count_flops(net, torch.rand(1, 3, lr_size, lr_size))
         print(f'LAAT {key} ({lr_size}->128): {params / 1e6:.3f} M parameters, {flops / 1e9:.2f} GFLOPs '
               f'({flops / 2e9:.2f} GMACs), lambda per level {net.level_lams}')
+
+
+def part_sizes(args):
+    laat = _laat()
+    print('## Parameter count of LAAT x8 against the values the paper does not give (it reports no parameter count)')
+    cases = [('paper configuration (mlp_ratio 2, fim_reduction 16)', {}), ('mlp_ratio 4', dict(mlp_ratio=4.)),
+             ('fim_reduction 8', dict(fim_reduction=8)), ('fim_reduction 4', dict(fim_reduction=4)),
+             ('share_fim False (two FIMs per RSA)', dict(share_fim=False)),
+             ('share_attention True (one MHSA per RSA)', dict(share_attention=True)),
+             ('up_mode stacked (eq. 12)', dict(up_mode='stacked'))]
+    cases += [(f'ablation {name}', kwargs) for name, kwargs in laat.ABLATIONS.items()]
+    for name, kwargs in cases:
+        net = laat.LAAT(**laat.PAPER_CONFIGS['x8'], **kwargs)
+        print(f'{name}: {count_params(net) / 1e6:.2f} M')
 
 
 def part_latency(args):
@@ -187,7 +203,13 @@ def part_ratio(args):
               f'FLOP ratio {rsa_flops / glob_flops:.5f} ({rsa_flops / 1e9:.2f} / {glob_flops / 1e9:.1f} GFLOPs)')
 
 
-PARTS = {'params': part_params, 'latency': part_latency, 'memory': part_memory, 'ratio': part_ratio}
+PARTS = {
+    'params': part_params,
+    'sizes': part_sizes,
+    'latency': part_latency,
+    'memory': part_memory,
+    'ratio': part_ratio
+}
 
 
 def main():

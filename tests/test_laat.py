@@ -10,7 +10,7 @@ from helpers import loss_fell, make_face_dataset, read_losses, run_fsr_train, ti
 from torch.nn import functional as F
 
 from fsr_arch.common import haar_iwt, haar_wt
-from fsr_arch.laat_arch import LAAT, PAPER_CONFIGS, RSA, TINY_CONFIG
+from fsr_arch.laat_arch import ABLATIONS, LAAT, PAPER_CONFIGS, RSA, TINY_CONFIG
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -79,8 +79,16 @@ def test_unsupported_size_is_a_clear_error():
         LAAT(upscale=3)
 
 
-def test_every_parameter_gets_a_gradient():
-    net = tiny(4)
+VARIANT_KWARGS = [{},
+                  dict(up_mode='stacked'),
+                  dict(head_reduction='max'),
+                  dict(head_reduction='per_head'), *ABLATIONS.values()]
+
+
+@pytest.mark.parametrize(
+    'kwargs', VARIANT_KWARGS, ids=lambda kw: '-'.join(f'{k}={v}' for k, v in kw.items()) or 'paper')
+def test_every_parameter_gets_a_gradient(kwargs):
+    net = tiny(4, **kwargs)
     lr = torch.rand(2, 3, 8, 8)
     F.l1_loss(net(lr), torch.rand(2, 3, 32, 32)).backward()
     missing = [n for n, p in net.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
@@ -89,6 +97,26 @@ def test_every_parameter_gets_a_gradient():
     assert not zero, zero
     rsa = [m for m in net.modules() if isinstance(m, RSA)]
     assert any(m.lam == 4 for m in rsa) and any(m.lam == 1 for m in rsa)  # both RSA and CSA were trained
+
+
+def test_bad_variant_arguments_are_clear_errors():
+    for arg, value in (('up_mode', 'bilinear'), ('head_reduction', 'mean'), ('fim_mode', 'none'), ('wfm_mode', 'add')):
+        with pytest.raises(ValueError, match=f'{arg} must be one of .*network_g:{arg}'):
+            tiny(4, **{arg: value})
+    with pytest.raises(ValueError, match='stacked.*power-of-2 lambda'):
+        RSA(8, 1, lam=3, up_mode='stacked')
+    with pytest.raises(ValueError, match='pos_size'):
+        RSA(8, 1, lam=2, fim_mode='position')
+
+
+@pytest.mark.parametrize('kwargs', VARIANT_KWARGS[1:], ids=lambda kw: '-'.join(f'{k}={v}' for k, v in kw.items()))
+def test_variants_run_at_other_sizes_and_on_the_fused_path(kwargs):
+    explicit = tiny(4, use_sdpa=False, **kwargs).eval()
+    fused = tiny(4, use_sdpa=True, channels_last=True, **kwargs).eval()
+    fused.load_state_dict(explicit.state_dict())
+    lr = torch.rand(2, 3, 8, 12)  # HR 32x48, not the built 32x32 (position parameters are interpolated)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(lr), explicit(lr), rtol=1e-5, atol=1e-5)
 
 
 def naive_rsa(rsa, x):
@@ -214,12 +242,13 @@ def test_tiny_laat_trains_with_fsr_train(tmp_path):
     assert os.path.isfile(tmp_path / 'experiments' / 'tiny_laat' / 'models' / 'net_g_16.pth')
 
 
-LAAT_OPTIONS = sorted(glob.glob(os.path.join(REPO_ROOT, 'options', '*laat*.yml')))
+# The paper configuration's files (readings and ablations: tests/test_laat_options.py).
+LAAT_OPTIONS = sorted(glob.glob(os.path.join(REPO_ROOT, 'options', '*_laat_x[48].yml')))
 
 
 def test_laat_options_exist():
     names = {os.path.basename(p) for p in LAAT_OPTIONS}
-    assert {'train_laat_x4.yml', 'train_laat_x8.yml', 'test_laat_x4.yml', 'test_laat_x8.yml'} <= names
+    assert {'train_laat_x4.yml', 'train_laat_x8.yml', 'test_laat_x4.yml', 'test_laat_x8.yml'} == names
 
 
 @pytest.mark.parametrize('path', LAAT_OPTIONS, ids=os.path.basename)
