@@ -14,6 +14,9 @@
   template (``cv2.estimateAffinePartial2D``), then a warp. Large faces are first shrunk with area interpolation so the
   warp never aliases; ``M`` is always the 2x3 transform from source-image coordinates to crop coordinates.
 - :func:`inverse_affine`: crop -> source image coordinates (to paste a restored face back).
+- :func:`box_crop` (LAAT's crop: the detector's box made square, resized) and :func:`openface_crop` (W-Net's: OpenFace's
+  ``AlignDlib`` affine transform of dlib landmarks 39, 42, 57), the other ``fsr-prepare --crop`` modes; both return
+  the 2x3 source -> crop transform too.
 """
 import cv2
 import numpy as np

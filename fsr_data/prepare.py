@@ -8,20 +8,38 @@ Output folder (what ``FSRFaceDataset`` reads)::
     OUT/manifest.jsonl   one line per face: key, source file, face index, box, 5 landmarks, detection score, the 2x3
                          transform source -> HR crop (``crop = warpAffine(source, transform)``), sizes, options
     OUT/skipped.tsv      source, reason (unreadable | no_face | too_small | error), detail: skipped, never a crash
+                         (unreadable includes truncated JPEGs, which OpenCV would half-decode with a grey band;
+                         too_small includes photos under 12 px or under --min-face, and boxes under --min-box)
 
 Steps per photo: read -> detect faces and their 5 landmarks (MTCNN from facenet-pytorch's shipped weights, or facexlib's
 RetinaFace with ``--detector-weights``) -> similarity-align to the CelebA-frame template (``fsr_data.face_align``) at
 ``--hr-size`` -> LR = MATLAB-style bicubic (``basicsr.utils.matlab_functions.imresize``, as BasicSR's scripts) or PIL
 bicubic (``--lr-kernel pil-bicubic``) for every ``--scales`` -> parsing map (``--parsing landmarks``: offline dlib
-polygons, approximate; ``bisenet``: facexlib BiSeNet with ``--bisenet-weights``; ``none``). ``--aligned`` skips the
-detection: the photo is centre-cropped to the HR aspect ratio and resized (the DIC/AMINet protocol on CelebA's aligned
-images).
+polygons, approximate; ``bisenet``: facexlib BiSeNet with ``--bisenet-weights``; ``none``).
+
+Crops (``--crop``, recorded per face in the manifest as ``crop``; ``transform`` is always source -> crop):
+
+- ``align5`` (default; what ``fsr-infer`` uses): 5-point similarity alignment to the CelebA-frame template.
+- ``box`` (LAAT: "MTCNN to crop the face region. After excluding images with a resolution smaller than 128x128, the
+  image is resized to 128x128"): the detector's box made square about its centre (``--box-margin``, default 0: OPEN),
+  faces whose square is under ``--min-box`` pixels skipped as too_small, then resized (area when shrinking).
+- ``landmarks68`` (W-Net: "OpenFace to detect 68 facial keypoints and crop the images based on these keypoints"):
+  dlib's 68 landmarks (the HOG detection nearest the face, as OpenFace's ``AlignDlib``), then OpenFace's affine
+  transform of landmarks 39, 42, 57 onto its template (``fsr_data.face_align.openface_crop``).
+- ``center`` (``--aligned``; AMINet: "We center-crop the aligned face images and resize them"; TANet): no detection;
+  the largest centred region with the HR aspect ratio, or exactly ``--center-size`` source pixels, resized to
+  ``--hr-size`` (no resampling when the sizes are equal).
+
+``--recipe NAME`` prepares a paper's train/val/test folders from the dataset's root folder in one command (crop, size,
+scales, split rule, counts, seed): see :mod:`fsr_data.recipes`.
 
 Resuming: everything is written into ``OUT/.staging/``; a face becomes "done" when its LMDB transactions are committed
 *and* its manifest line is written (in that order, per batch). A rerun after an interruption reopens the staging LMDBs,
 skips the photos the staging manifest (or skip report) lists and rewrites the others (same keys: LMDB overwrites, never
 duplicates); ``meta_info.txt`` files are written from the manifest at the end, then the LMDBs are moved into ``OUT/``.
-A finished folder is never touched again unless ``--overwrite``.
+A finished folder is never touched again unless ``--overwrite``. Ctrl-C prints one line saying that the same command
+resumes (exit status 130). A run in which no photo gives a face writes ``OUT/skipped.tsv``, removes ``OUT/.staging``
+and fails with one ``error:`` line: the folder is free for the next run (other photos or options, or ``--overwrite``).
 
 Splits (``--split FILE --split-rule RULE --subset train|test``), from the user's own copies of the datasets. The papers
 do not publish their image lists; the rules below are deterministic so that everyone gets the same faces:
