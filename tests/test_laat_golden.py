@@ -306,3 +306,14 @@ def test_table3_position_parameters_in_rsa(region_selection):
         out = rsa(x)
         ref = rsa_ref(rsa, x, region_selection=region_selection)[0]
     torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
+
+
+def test_per_head_with_one_head_is_the_sum_reading():
+    x = torch.randn(2, 8, 8, 12, generator=torch.Generator().manual_seed(14), dtype=torch.float64)
+    outs = []
+    for mode in ('sum', 'per_head'):
+        torch.manual_seed(15)
+        rsa = _randomize(RSA(8, 1, lam=2, fim_reduction=2, head_reduction=mode).double(), 15)
+        with torch.no_grad():
+            outs.append(rsa(x))
+    torch.testing.assert_close(outs[1], outs[0], rtol=1e-12, atol=1e-12)
