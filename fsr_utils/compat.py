@@ -33,6 +33,7 @@ Fixes:
      ``e`` epochs halves the lr after exactly ``e`` passes over the data, for any dataset size and GPU count.
    * A missing ``dataroot_*``, an unregistered ``network_*`` or ``model_type``, and an output folder that is a file
      raise :class:`OptionsError` naming the options file, the key and the fix, before anything runs.
+   * A resumed training continues the data order of the interrupted one (:func:`resumable_sampler_class`).
    * ``python -m basicsr.train`` / ``basicsr.test`` from a pip install would write ``experiments/`` and ``results/``
      under site-packages (BasicSR's root is the parent of the package): they go under the current directory instead.
 
@@ -44,7 +45,7 @@ import os
 import sys
 import types
 
-_STATE = {'shim': False, 'patched': False, 'train_opt': None}
+_STATE = {'shim': False, 'patched': False, 'train_opt': None, 'resume_position': None}
 
 
 def install_torchvision_shim():
@@ -139,7 +140,7 @@ def find_resume_state(opt, report=None):
     for it in sorted(iters, reverse=True):
         path = os.path.join(state_dir, f'{it}.state')
         try:
-            _check_state(opt, path)
+            state = _check_state(opt, path)
         except Exception as exc:  # any failure to load: skip this state, say why
             plain = isinstance(exc, (ValueError, FileNotFoundError))
             reason = str(exc) if plain else f'{type(exc).__name__}: {exc}'
@@ -148,6 +149,7 @@ def find_resume_state(opt, report=None):
             continue
         if reasons:
             report(f'Resume: resuming from {path} (newer states skipped: {len(reasons)}).')
+        _STATE['resume_position'] = (state['epoch'], state['iter'])
         return path
     raise OptionsError(f'--auto_resume: none of the training states in {state_dir} can be used: ' + '; '.join(reasons) +
                        '. Remove them (or the experiment folder) to start a new training.')
@@ -175,6 +177,7 @@ def load_resume_state(opt):
                            f'({type(exc).__name__}: {exc}): it is truncated or not a BasicSR state; give an older '
                            'one, or use --auto_resume to take the newest state that loads.') from exc
     check_resume(opt, resume_state['iter'])
+    _STATE['resume_position'] = (resume_state['epoch'], resume_state['iter'])
     return resume_state
 
 
@@ -417,6 +420,7 @@ def wrap_parse_options(parse_options):
         return parse_options
 
     def wrapped(root_path, is_train=True):
+        _STATE['resume_position'] = None
         if _installed_root(root_path):
             root_path = os.getcwd()
         opt, args = parse_options(root_path, is_train=is_train)
@@ -436,6 +440,53 @@ def wrap_parse_options(parse_options):
     wrapped._fsr_wrapped = True
     wrapped.__wrapped__ = parse_options
     return wrapped
+
+
+def resumable_sampler_class(base):
+    """A subclass of BasicSR's ``EnlargedSampler`` that continues the data order of an interrupted training.
+
+    BasicSR's sampler draws the order of epoch ``e`` from ``torch.manual_seed(e)``, and a resumed training restarts
+    the epoch it was in from its first batch (those faces are seen twice, the rest of the epoch's order is shifted).
+    In the epoch a resume starts in, this sampler skips the ``k = iter - epoch * L`` batches (``L`` steps per epoch)
+    that the interrupted run had done, so the resumed run sees the same faces in the same batches as an uninterrupted
+    one. The random augmentations (crop position, flips) are not part of a training state and are drawn anew.
+    """
+
+    class FSRResumableSampler(base):
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.skip_epoch, self.skip_samples = None, 0
+            opt, position = _STATE.get('train_opt'), _STATE.get('resume_position')
+            if opt is None or position is None:
+                return
+            from basicsr.utils import get_root_logger
+            train = opt['datasets']['train']
+            loader_batch = train['batch_size_per_gpu'] * (1 if opt.get('dist') else max(
+                int(opt.get('num_gpu') or 0), 1))
+            epoch, it = position
+            steps = self.num_samples // loader_batch
+            done = it - epoch * steps
+            logger = get_root_logger()
+            if steps and 0 <= done < steps:
+                self.skip_epoch, self.skip_samples = epoch, done * loader_batch
+                logger.info(f'Resume: data order restored: epoch {epoch} continues at batch {done + 1} of {steps} '
+                            f'(its first {done} batches were done before the state was saved); random augmentations '
+                            'are drawn anew.')
+            else:
+                logger.warning(f'Resume: cannot restore the data order (iteration {it}, epoch {epoch} and {steps} '
+                               'iterations per epoch disagree: the dataset or batch changed): epoch '
+                               f'{epoch} restarts from its first batch.')
+
+        def __iter__(self):
+            indices = super().__iter__()
+            if self.skip_epoch is not None and self.epoch == self.skip_epoch:
+                self.skip_epoch = None
+                return iter(list(indices)[self.skip_samples:])
+            return indices
+
+    FSRResumableSampler.__name__ = FSRResumableSampler.__qualname__ = 'FSRResumableSampler'
+    return FSRResumableSampler
 
 
 def wrap_build_dataset(build_dataset):
@@ -518,6 +569,10 @@ def patch_basicsr():
     BaseModel.save_training_state = save_training_state
     parse = wrap_parse_options(basicsr.utils.options.parse_options)
     build = wrap_build_dataset(basicsr.data.build_dataset)
+    import basicsr.data.data_sampler
+    sampler = resumable_sampler_class(basicsr.data.data_sampler.EnlargedSampler)
+    basicsr.data.data_sampler.EnlargedSampler = sampler
+    basicsr.train.EnlargedSampler = sampler
     # basicsr.test is patched when already imported; otherwise it (or python -m basicsr.test) binds the patched names.
     for module in (basicsr.utils.options, basicsr.train, sys.modules.get('basicsr.test')):
         if module is not None:

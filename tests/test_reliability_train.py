@@ -347,3 +347,34 @@ def test_python_m_basicsr_train_and_test(tmp_path, data):
     proc = run_command([sys.executable, '-m', 'basicsr.test', '-opt', path], tmp_path)
     assert re.search(r'# psnr: \d+\.\d+', proc.stdout + proc.stderr)
     assert len(list((tmp_path / 'results' / 'tiny_m_test' / 'visualization' / 'tiny').glob('*.png'))) == 8
+
+
+def test_resumed_training_continues_the_data_order(tmp_path, data):
+    """Issue 17.6: a training interrupted at iteration 3 (mid-epoch) and resumed ends with the same weights as the
+    uninterrupted run (no random augmentation here, one thread), which needs the same faces in the same batches."""
+    opt = tiny_train_opt(
+        'tiny_order',
+        tiny_net(),
+        data,
+        4,
+        total_iter=6,
+        batch_size=2,  # 8 faces: 4 iterations per epoch, the state at 3 is mid-epoch
+        dataset_extra={
+            'gt_size': 32,
+            'use_hflip': False
+        },
+        extra={'logger': {
+            'save_checkpoint_freq': 3
+        }})
+    run_fsr_train(opt, tmp_path)
+    exp = tmp_path / 'experiments' / 'tiny_order'
+    uninterrupted = torch.load(exp / 'models' / 'net_g_6.pth', weights_only=True)['params']
+    for f in (exp / 'models' / 'net_g_6.pth', exp / 'training_states' / '6.state'):
+        f.unlink()
+    proc = run_fsr_train(opt, tmp_path, args=['--auto_resume'])
+    out = proc.stdout + proc.stderr
+    assert re.search(r'Resuming training from epoch: 0, iter: 3\.', out)
+    assert 'data order restored: epoch 0 continues at batch 4 of 4' in out
+    resumed = torch.load(exp / 'models' / 'net_g_6.pth', weights_only=True)['params']
+    for key in uninterrupted:
+        assert torch.equal(uninterrupted[key], resumed[key]), key
