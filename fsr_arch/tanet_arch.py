@@ -3,50 +3,73 @@
 No public code exists (the authors' repository is empty); this is built from the paper. Code <-> paper:
 
 - ``TANet.conv_shallow``: shallow feature extractor, one 3x3 conv (eq. 1).
-- :class:`GlobalPath` ("resource-friendly Transformers", global representation path, eq. 2 and 9-11): the shallow
-  feature is cut into 4x4 patches (``patch_size``, H_t = W_t = 4), each patch becomes a token of C = 64 dimensions (the
-  width of the local path, no projection to a larger width), a learnable position encoding is added, then ``num_blocks``
-  (N) :class:`TransformerBlock` s, each an :class:`MHSA` (eq. 9-10) and a two-layer MLP with the residual form of eq.
-  11: ``F_g^n = MLP(F_w + F_g^{n-1}) + F_w + F_g^{n-1}`` where ``F_w = MHSA(F_g^{n-1})``.
+- :class:`GlobalPath` ("resource-friendly Transformers", global representation path, eq. 2 and 9-11). The paper's
+  reading, ``token_mode='window'`` (the default and the paper configuration): "each patch is flattened to a vector of
+  length H_t x W_t (we set H_t = W_t = 4), in which each element has a C dimensional embedding. This vector is then
+  considered as a length-16 sequence of C dimensional token, combined with a learnable position encoding". The shallow
+  feature (N, C, H, W) is cut into 4x4 patches (``patch_size``); each patch is one sequence of 16 tokens, the C = 64
+  feature vectors of its pixels in row-major order (no embedding layer: the token width is "aligned" with the local
+  path's C); a learnable encoding of the 16 in-patch positions (16 x C) is added; ``num_blocks`` (N)
+  :class:`TransformerBlock` s attend among each patch's 16 tokens (all patches in parallel, shared weights); the tokens
+  are put back at their pixels, which is GLAM's "reshapes F_global into the tensor size of the input feature" (a pure
+  reshape, no learned layer).
+- :class:`TransformerBlock`: :class:`MHSA` (eq. 9-10, ``d = C / N_head``) and a two-layer MLP in the residual form of
+  eq. 11: ``F_g^n = H_mlp(F_weighted + F_g^{n-1}) + F_weighted + F_g^{n-1}``.
 - :class:`SMFN` (local representation path, eq. 17) of G = 10 :class:`SMFM` (Fig. 3, eq. 12-16), each with I = 10
   residual blocks (eq. 12), a calibration path (two 1x1 convs + sigmoid, eq. 13, times the input, eq. 14), a 1x1 fusion
   of ``[F_res, F_cal]`` (eq. 15) and the three-way sum ``F_res + F_fused + F_l^{g-1}`` (eq. 16).
 - :class:`GLAM` (global-local aggregation module, eq. 3-6): 1x1 conv on the reshaped global feature (eq. 3), 3x3 conv on
-  the local feature (eq. 4), concatenation and a 1x1 conv (eq. 5).
-- Shallow skip ``F_gl + F_shallow`` and the pixel-shuffle upscale module (eq. 7), 3x3 reconstruction conv (eq. 8).
+  the local feature (eq. 4), concatenation ``[F_global^ft, F_local^ft]`` and a 1x1 conv (eq. 5).
+- Shallow skip ``F_gl + F_shallow``, the upscale module (eq. 7) and the 3x3 reconstruction conv (eq. 8).
 
-Choices the paper leaves open (each one is a constructor argument):
+Which reading the paper configuration uses, and why: ``'window'``. Every concrete statement of the paper describes it
+(a length-16 sequence of C-dimensional tokens per 4x4 patch, a learnable position encoding, C = 64 because the token
+width equals the feature width, GLAM *reshaping* F_global back to the feature's size), and it needs no layer the paper
+does not name. Its cost: attention reaches only the 16 pixels of a 4x4 LR patch (16x16 HR pixels at x4, 32x32 at x8),
+less than the "global attention weights" and "long-distance visual relation modeling" the paper's text promises.
+Because its position encoding covers the 16 in-patch positions, it does not depend on the input size: training crops
+and whole test faces see the same encoding.
 
-- Token coverage (``token_mode``). The text says a 4x4 patch "is flattened to a vector of length H_t x W_t, in which
-  each element has a C dimensional embedding ... considered as a length-16 sequence of C dimensional token", and
-  contrasts its C = 64 with IPT's 576 (= 3 x 3 x 64, IPT's flattened 3x3 patch). Two readings exist:
-  ``'global'`` (default): every 4x4 patch of the whole feature map is one token (its 4*4*C values linearly embedded to
-  C), and attention runs over ALL patch tokens of the image, so the path is global as the paper's purpose (long-range
-  facial structure, Fig. 1 "global-attention based paradigm") requires; the tokens are mapped back to 4x4 patches by a
-  linear C -> 4*4*C layer and a pixel shuffle ("reshapes F_global into the tensor size of the input feature", eq. 3).
-  ``'window'``: the literal "length-16 sequence": attention over the 16 pixel tokens (C each) inside each 4x4 patch.
-  It is cheaper but only local, which contradicts the path's role, hence not the default.
-- Position encoding: learned on a reference token grid ``pos_grid`` (default 16x16 = the FFHQ x4 LR 64x64 / 4) and
-  bicubically interpolated to the actual grid when the input differs (as ViT/DeiT do at a new resolution), so any input
-  size works; the training files set ``pos_grid`` to their data's grid so that no interpolation happens at the paper's
-  sizes. In ``'window'`` mode the encoding is over the 16 positions of a patch and needs no interpolation.
-- Sizes not divisible by 4 (e.g. CelebA x8: LR 27x22): the shallow feature is reflect-padded at the bottom/right to the
-  next multiple of ``patch_size`` before tokenization and the global feature is cropped back, so every LR size works.
-- N and heads (``num_blocks``, ``num_heads``): the paper ablates N in its appendix only (not available). Defaults: N = 4
-  blocks (a shallow stack, in keeping with the "resource-friendly" claim; the whole global path is about 4% of the 8.2M
-  parameters) and 4 heads (d = C / N_head = 16, eq. 10).
+DEVIATION, offered as an option: ``token_mode='global'`` (the ``*_global.yml`` option files). Reason: it gives the path
+the reach the paper claims for it (attention over the whole face, its Fig. 1 "global-attention based paradigm"), which
+the literal reading cannot. What it changes: each 4x4 patch of C channels becomes ONE token, embedded by a learned
+4x4-stride conv (4*4*C -> C values, a layer the paper does not have), attention runs over all patch tokens of the image,
+and a learned 1x1 conv (C -> 4*4*C) + pixel shuffle maps tokens back to pixels (also not in the paper). Its learnable
+position encoding is absolute, stored on a token grid ``pos_grid``: the ``*_global.yml`` files train on whole faces and
+set ``pos_grid`` to the whole face's grid (FFHQ x4 16x16, x8 8x8; CelebA x4 14x11, x8 7x6, LR 27x22 padded to 28x24), so
+no interpolation happens at the paper's sizes in training or testing. Another input size gets the encoding bicubically
+interpolated to its grid (as ViT/DeiT at a new resolution), which the network never saw in training; a training run on
+such a grid warns once.
+
+Choices the paper leaves open (OPEN; each one is a constructor argument, default first):
+
+- N and heads (``num_blocks=4``, ``num_heads=4``): the paper ablates N in its appendix only (not available). N = 4 is
+  a shallow stack in keeping with the "resource-friendly" claim; 4 heads give d = C / N_head = 16 (eq. 10).
 - Transformer details not spelled out: pre-LayerNorm before MHSA and MLP and an output projection after the heads, as in
   the ViT the paper follows ("Enlightened by (Dosovitskiy et al. 2021)"); MLP hidden width ``mlp_ratio`` * C with GELU
-  (ViT's 4).
+  (``mlp_ratio=4``, ViT's). The position encoding starts from a truncated normal with std 0.02 (ViT).
+- Final LayerNorm of the global path (``global_norm=True``): a LayerNorm on the last block's tokens before they are
+  reshaped, as ViT's encoder ends with one; with pre-LN blocks the residual stream is otherwise never normalized, and
+  GLAM's 1x1 conv then receives it at whatever scale the N blocks leave. ``False`` leaves it out.
+- Sizes not divisible by 4 (e.g. CelebA x8: LR 27x22): the shallow feature is reflect-padded at the bottom/right to
+  the next multiple of ``patch_size`` before tokenization and the global feature is cropped back, so every LR size
+  works (in ``'window'`` mode the padded pixels are tokens of the border patches).
 - Residual blocks (Fig. 3 B, not detailed in the text): conv3x3-ReLU-conv3x3 + identity without BN (EDSR / SISN's RB,
-  which the paper follows for G and I). The calibration path has no activation between its two 1x1 convs (eq. 13 has
-  none).
+  which the paper follows for G and I), BasicSR's ``ResidualBlockNoBN``. Its initialisation (``rb_init``):
+  ``'basicsr'`` (default): Kaiming-normal weights scaled by 0.1 and zero biases, so each of the 100 stacked blocks
+  starts near the identity (BasicSR's EDSR/RCAN convention, stable at lr 2e-4 without a residual scale);
+  ``'pytorch'``: PyTorch's default conv initialisation. The paper says nothing about initialisation.
+- The calibration path has no activation between its two 1x1 convs (eq. 13 has none).
+- The upscale module of eq. 7 is not described: BasicSR's ``Upsample``, log2(s) stages of a 3x3 conv (C -> 4C) and a
+  x2 pixel shuffle (EDSR/RCAN's module, the usual one in the CNN FSR methods the paper compares with); transposed
+  convolutions or a single x s pixel shuffle would be equally consistent with the text.
 
 MHSA uses ``F.scaled_dot_product_attention`` (fused kernels on GPU) when ``use_sdpa`` is True, and the explicit
 ``softmax(QK^T / sqrt(d)) V`` of eq. 10 otherwise; both give the same result (tested on CPU).
 """
 import math
 import torch
+import warnings
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 from torch.nn import functional as F
@@ -119,11 +142,13 @@ class GlobalPath(nn.Module):
         num_blocks (int): N Transformer blocks.
         num_heads (int): Attention heads.
         patch_size (int): H_t = W_t.
-        token_mode (str): ``'global'`` (one token per patch, attention over the whole image) or ``'window'`` (16 pixel
-            tokens per patch, attention inside each patch). See the module docstring.
-        pos_grid (tuple[int]): Token grid (rows, cols) the learnable position encoding is stored at (``'global'`` mode).
+        token_mode (str): ``'window'`` (the paper's reading: 16 pixel tokens per patch, attention inside each patch)
+            or ``'global'`` (DEVIATION: one token per patch, attention over the whole image). See the module docstring.
+        pos_grid (tuple[int]): Token grid (rows, cols) the learnable position encoding is stored at (``'global'`` mode
+            only; ``'window'`` mode encodes the 16 in-patch positions and ignores it).
         mlp_ratio (float): MLP hidden width / C.
         use_sdpa (bool): See :class:`MHSA`.
+        global_norm (bool): Final LayerNorm on the output tokens (OPEN; see the module docstring).
     """
 
     def __init__(self,
@@ -131,27 +156,33 @@ class GlobalPath(nn.Module):
                  num_blocks=4,
                  num_heads=4,
                  patch_size=4,
-                 token_mode='global',
+                 token_mode='window',
                  pos_grid=(16, 16),
                  mlp_ratio=4.0,
-                 use_sdpa=True):
+                 use_sdpa=True,
+                 global_norm=True):
         super().__init__()
         if token_mode not in ('global', 'window'):
             raise ValueError(f"TANet: token_mode must be 'global' or 'window', got {token_mode!r}.")
         self.patch_size = patch_size
         self.token_mode = token_mode
         p2 = patch_size * patch_size
+        self._warned_interpolation = False
         if token_mode == 'global':
-            # patch embedding (4*4*C -> C) and its inverse (C -> 4*4*C), as strided/1x1 convs on the map
+            if pos_grid is None or len(pos_grid) != 2:
+                raise ValueError(f"TANet: token_mode 'global' needs pos_grid [rows, cols] (the training token grid, "
+                                 f'LR size / patch_size rounded up), got {pos_grid!r}.')
+            # DEVIATION (see module docstring): patch embedding (4*4*C -> C) and its inverse (C -> 4*4*C), as
+            # strided/1x1 convs on the map
             self.embed = nn.Conv2d(num_feat, num_feat, patch_size, stride=patch_size)
             self.unembed = nn.Sequential(nn.Conv2d(num_feat, num_feat * p2, 1), nn.PixelShuffle(patch_size))
             self.pos_embed = nn.Parameter(torch.zeros(1, num_feat, *pos_grid))
-        else:
+        else:  # the paper: a learnable encoding of the 16 positions of a 4x4 patch, no embedding layer
             self.pos_embed = nn.Parameter(torch.zeros(1, p2, num_feat))
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         self.blocks = nn.Sequential(
             *[TransformerBlock(num_feat, num_heads, mlp_ratio, use_sdpa) for _ in range(num_blocks)])
-        self.norm = nn.LayerNorm(num_feat)
+        self.norm = nn.LayerNorm(num_feat) if global_norm else nn.Identity()
 
     def set_use_sdpa(self, flag):
         for m in self.modules():
@@ -161,6 +192,14 @@ class GlobalPath(nn.Module):
     def _pos(self, gh, gw):
         pos = self.pos_embed
         if pos.shape[-2:] != (gh, gw):
+            if self.training and not self._warned_interpolation:
+                self._warned_interpolation = True
+                warnings.warn(
+                    f'TANet (token_mode global): training on a {gh}x{gw} token grid while pos_grid is '
+                    f'{tuple(pos.shape[-2:])}: the position encoding is interpolated in training, so training and '
+                    f'testing do not see the same encoding. Set network_g:pos_grid to [{gh}, {gw}] (LR size / '
+                    f'patch_size, rounded up) or train on the size pos_grid was chosen for.',
+                    stacklevel=2)
             pos = F.interpolate(pos, size=(gh, gw), mode='bicubic', align_corners=False)
         return pos
 
@@ -172,11 +211,11 @@ class GlobalPath(nn.Module):
             x = F.pad(x, (0, pw, 0, ph), mode='reflect' if (ph < h and pw < w) else 'replicate')
         hp, wp = h + ph, w + pw
         gh, gw = hp // p, wp // p
-        if self.token_mode == 'global':
+        if self.token_mode == 'global':  # DEVIATION: one token per patch, attention over the whole image
             t = self.embed(x) + self._pos(gh, gw)  # (n, c, gh, gw)
             t = self.norm(self.blocks(t.flatten(2).transpose(1, 2)))  # (n, gh*gw, c)
             out = self.unembed(t.transpose(1, 2).reshape(n, c, gh, gw))
-        else:
+        else:  # the paper: each patch is a length-16 sequence of C-dim pixel tokens; tokens go back to their pixels
             t = x.reshape(n, c, gh, p, gw, p).permute(0, 2, 4, 3, 5, 1).reshape(n * gh * gw, p * p, c)
             t = self.norm(self.blocks(t + self.pos_embed))
             out = t.reshape(n, gh, gw, p, p, c).permute(0, 5, 1, 3, 2, 4).reshape(n, c, hp, wp)
@@ -189,11 +228,15 @@ class SMFM(nn.Module):
     Args:
         num_feat (int): Channels.
         num_rb (int): I residual blocks.
+        rb_init (str): ``'basicsr'`` (Kaiming x 0.1, zero bias) or ``'pytorch'``; OPEN, see the module docstring.
     """
 
-    def __init__(self, num_feat=64, num_rb=10):
+    def __init__(self, num_feat=64, num_rb=10, rb_init='basicsr'):
         super().__init__()
-        self.body = nn.Sequential(*[ResidualBlockNoBN(num_feat) for _ in range(num_rb)])  # eq. 12
+        if rb_init not in ('basicsr', 'pytorch'):
+            raise ValueError(f"TANet: rb_init must be 'basicsr' or 'pytorch', got {rb_init!r}.")
+        self.body = nn.Sequential(
+            *[ResidualBlockNoBN(num_feat, pytorch_init=rb_init == 'pytorch') for _ in range(num_rb)])  # eq. 12
         self.calibration = nn.Sequential(
             nn.Conv2d(num_feat, num_feat, 1), nn.Conv2d(num_feat, num_feat, 1), nn.Sigmoid())  # eq. 13
         self.fusion = nn.Conv2d(num_feat * 2, num_feat, 1)  # eq. 15
@@ -208,9 +251,9 @@ class SMFM(nn.Module):
 class SMFN(nn.Module):
     """Self-calibrated multi-path fusion network: G cascaded SMFMs (local representation path, eq. 17)."""
 
-    def __init__(self, num_feat=64, num_smfm=10, num_rb=10):
+    def __init__(self, num_feat=64, num_smfm=10, num_rb=10, rb_init='basicsr'):
         super().__init__()
-        self.body = nn.Sequential(*[SMFM(num_feat, num_rb) for _ in range(num_smfm)])
+        self.body = nn.Sequential(*[SMFM(num_feat, num_rb, rb_init) for _ in range(num_smfm)])
 
     def forward(self, x):
         return self.body(x)
@@ -243,10 +286,14 @@ class TANet(nn.Module):
         num_blocks (int): N Transformer blocks. Default: 4 (open in the paper; see module docstring).
         num_heads (int): Attention heads. Default: 4 (open in the paper; d = 16).
         patch_size (int): Token patch size H_t = W_t. Default: 4 (paper).
-        token_mode (str): ``'global'`` (default) or ``'window'``; see module docstring.
-        pos_grid (tuple[int]): Grid the learned position encoding is stored at. Default: (16, 16), FFHQ x4 (LR 64x64).
+        token_mode (str): ``'window'`` (default, the paper's reading) or ``'global'`` (DEVIATION); see module
+            docstring.
+        pos_grid (tuple[int]): ``'global'`` mode only: the token grid the learned position encoding is stored at.
+            Default: (16, 16), FFHQ x4 whole faces (LR 64x64 / 4). Ignored in ``'window'`` mode.
         mlp_ratio (float): MLP hidden width / C. Default: 4 (ViT).
         use_sdpa (bool): Fused ``scaled_dot_product_attention`` in MHSA. Default: True.
+        global_norm (bool): Final LayerNorm of the global path. Default: True (OPEN; ViT's final norm).
+        rb_init (str): Residual-block initialisation, ``'basicsr'`` (default: Kaiming x 0.1) or ``'pytorch'`` (OPEN).
         img_residual (bool): Add the bicubic-upsampled input to the output. A DEVIATION from eq. 8 (the paper has no
             image-level skip), off by default; the CPU demo options turn it on so that a few minutes of training start
             from bicubic instead of from a blank image.
@@ -262,10 +309,12 @@ class TANet(nn.Module):
                  num_blocks=4,
                  num_heads=4,
                  patch_size=4,
-                 token_mode='global',
+                 token_mode='window',
                  pos_grid=(16, 16),
                  mlp_ratio=4.0,
                  use_sdpa=True,
+                 global_norm=True,
+                 rb_init='basicsr',
                  img_residual=False):
         super().__init__()
         if upscale < 2 or upscale & (upscale - 1):
@@ -273,11 +322,11 @@ class TANet(nn.Module):
         self.upscale = upscale
         self.img_residual = img_residual
         self.conv_shallow = nn.Conv2d(num_in_ch, num_feat, 3, padding=1)  # eq. 1
-        self.global_path = GlobalPath(num_feat, num_blocks, num_heads, patch_size, token_mode, tuple(pos_grid),
-                                      mlp_ratio, use_sdpa)
-        self.local_path = SMFN(num_feat, num_smfm, num_rb)
+        self.global_path = GlobalPath(num_feat, num_blocks, num_heads, patch_size, token_mode,
+                                      None if pos_grid is None else tuple(pos_grid), mlp_ratio, use_sdpa, global_norm)
+        self.local_path = SMFN(num_feat, num_smfm, num_rb, rb_init)
         self.glam = GLAM(num_feat)
-        self.upsample = Upsample(upscale, num_feat)  # eq. 7
+        self.upsample = Upsample(upscale, num_feat)  # eq. 7 (OPEN: log2(s) x [conv3x3 C->4C, pixel shuffle x2])
         self.conv_recon = nn.Conv2d(num_feat, num_out_ch, 3, padding=1)  # eq. 8
 
     def set_use_sdpa(self, flag):
@@ -291,13 +340,14 @@ class TANet(nn.Module):
         return out + upsample_to(x, scale=self.upscale) if self.img_residual else out
 
 
-# The paper's configuration. pos_grid = the FFHQ LR token grid (x4: 64x64 / 4, x8: 32x32 / 4); the CelebA option files
-# override it with their grid (x4: 54x44 -> 14x11, x8: 27x22 -> padded 28x24 -> 7x6).
+# The paper's configuration: the literal token reading ('window'), whose encoding does not depend on the input size, so
+# the same entries serve FFHQ (256x256) and CelebA (216x176). The DEVIATION 'global' adds token_mode='global' and
+# pos_grid = the whole face's token grid (see options/*_global.yml).
 PAPER_CONFIGS = {
     'x4':
-    dict(upscale=4, num_feat=64, num_smfm=10, num_rb=10, num_blocks=4, num_heads=4, patch_size=4, pos_grid=(16, 16)),
+    dict(upscale=4, num_feat=64, num_smfm=10, num_rb=10, num_blocks=4, num_heads=4, patch_size=4, token_mode='window'),
     'x8':
-    dict(upscale=8, num_feat=64, num_smfm=10, num_rb=10, num_blocks=4, num_heads=4, patch_size=4, pos_grid=(8, 8)),
+    dict(upscale=8, num_feat=64, num_smfm=10, num_rb=10, num_blocks=4, num_heads=4, patch_size=4, token_mode='window'),
 }
 
 TINY_CONFIG = dict(

@@ -1,16 +1,15 @@
-"""TANet (fsr_arch/tanet_arch.py): shapes, gradients, SDPA vs explicit attention, option files, a tiny CPU training."""
-import glob
-import math
+"""TANet (fsr_arch/tanet_arch.py): shapes, gradients, SDPA vs explicit attention, open choices, a tiny CPU training.
+
+The equations are pinned in ``test_tanet_golden.py``; the option files of both token readings in
+``test_tanet_options.py``.
+"""
 import os
 import pytest
 import torch
-import yaml
+import warnings
 from helpers import loss_fell, make_face_dataset, read_losses, run_fsr_train, tiny_train_opt
 
 from fsr_arch.tanet_arch import PAPER_CONFIGS, TINY_CONFIG, TANet
-
-OPTIONS = sorted(
-    glob.glob(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'options', '*tanet*.yml')))
 
 
 def tiny(upscale, **kwargs):
@@ -31,12 +30,17 @@ def test_shapes(upscale, hr, token_mode):
 
 
 def test_paper_config_sizes_and_forward():
+    assert PAPER_CONFIGS['x4']['token_mode'] == PAPER_CONFIGS['x8']['token_mode'] == 'window'  # the paper's reading
     with torch.device('meta'):  # structure and shapes without the cost of initialising 8M weights
         net = TANet(**PAPER_CONFIGS['x8']).eval()
         assert net(torch.rand(1, 3, 27, 22)).shape == (1, 3, 216, 176)  # CelebA 216x176 at x8
+        assert net(torch.rand(1, 3, 32, 32)).shape == (1, 3, 256, 256)  # FFHQ 256x256 at x8
     n_params = sum(p.numel() for p in net.parameters())
-    assert 8.0e6 < n_params < 8.6e6, n_params  # 100 RBs of 2 x 37k weights dominate; the global path is ~0.35M
-    assert 3.0e5 < sum(p.numel() for p in net.global_path.parameters()) < 4.0e5
+    assert 8.1e6 < n_params < 8.4e6, n_params  # 100 RBs of 2 x 37k weights dominate
+    # the paper's global path: a 16 x 64 position encoding, 4 blocks (2 LayerNorms, qkv, projection, MLP 64-256-64)
+    # and the final LayerNorm; no embedding layer
+    block = 2 * 128 + (64 * 192 + 192) + (64 * 64 + 64) + (64 * 256 + 256) + (256 * 64 + 64)
+    assert sum(p.numel() for p in net.global_path.parameters()) == 16 * 64 + 4 * block + 128
     assert len(net.local_path.body) == 10 and all(len(m.body) == 10 for m in net.local_path.body)  # G = I = 10
     net = TANet(**PAPER_CONFIGS['x4']).eval()
     with torch.no_grad():
@@ -93,10 +97,47 @@ def test_channels_last_and_bf16_autocast_on_cpu():
 
 
 def test_position_encoding_is_interpolated_only_off_grid():
-    net = tiny(4)
-    gp = net.global_path
+    net = tiny(4, token_mode='global')
+    gp = net.global_path.eval()
     assert gp._pos(*gp.pos_embed.shape[-2:]) is gp.pos_embed
     assert gp._pos(7, 6).shape == (1, gp.pos_embed.shape[1], 7, 6)
+
+
+def test_training_off_the_position_grid_warns_once():
+    """'global' mode: a training grid other than pos_grid means train/test see different encodings: say so."""
+    net = tiny(4, token_mode='global', pos_grid=(4, 4))  # LR 16x16 -> 4x4 tokens
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        net.train()(torch.rand(1, 3, 16, 16))  # on the grid: silent
+        net.eval()(torch.rand(1, 3, 12, 16))  # testing off the grid: silent (interpolated)
+    with pytest.warns(UserWarning, match=r'pos_grid to \[3, 4\]'):
+        net.train()(torch.rand(1, 3, 12, 16))
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        net(torch.rand(1, 3, 12, 16))  # once only
+        tiny(4, token_mode='window').train()(torch.rand(1, 3, 12, 16))  # no grid in the paper's reading
+
+
+def test_window_mode_does_not_depend_on_the_input_size():
+    """The paper's reading: a patch's output depends on that patch only, wherever the patch sits in the image."""
+    net = tiny(4, token_mode='window').eval()
+    gp = net.global_path
+    x = torch.randn(1, TINY_CONFIG['num_feat'], 16, 24)
+    with torch.no_grad():
+        whole = gp(x)
+        crop = gp(x[:, :, 4:12, 8:20])  # a crop aligned with the 4x4 patch grid
+    torch.testing.assert_close(whole[:, :, 4:12, 8:20], crop, rtol=1e-5, atol=1e-6)
+    assert tuple(gp.pos_embed.shape) == (1, 16, TINY_CONFIG['num_feat'])
+
+
+def test_open_choices_final_norm_and_rb_init():
+    plain = tiny(4, global_norm=False)
+    assert isinstance(plain.global_path.norm, torch.nn.Identity)
+    assert isinstance(tiny(4).global_path.norm, torch.nn.LayerNorm)
+    conv = tiny(4, num_feat=32).local_path.body[0].body[0].conv1.weight
+    torch_init = tiny(4, num_feat=32, rb_init='pytorch').local_path.body[0].body[0].conv1.weight
+    # BasicSR: Kaiming normal (std sqrt(2 / 288) = 0.083) x 0.1; PyTorch: uniform(+-1/sqrt(288)), std 0.034
+    assert 0.006 < conv.std() < 0.011 and 0.028 < torch_init.std() < 0.04, (conv.std(), torch_init.std())
 
 
 def test_bad_arguments_raise():
@@ -106,40 +147,11 @@ def test_bad_arguments_raise():
         TANet(upscale=4, **{**TINY_CONFIG, 'num_heads': 3})
     with pytest.raises(ValueError, match='power of 2'):
         TANet(upscale=3, **TINY_CONFIG)
-
-
-@pytest.mark.parametrize('path', OPTIONS, ids=os.path.basename)
-def test_option_files_build_network(path):
-    from basicsr.archs import build_network
-
-    from fsr_utils import plugin
-    plugin.load()
-    with open(path) as f:
-        opt = yaml.safe_load(f)
-    assert opt['model_type'] == 'FSRModel'
-    assert opt['network_g']['upscale'] == opt['scale']
-    for ds in opt['datasets'].values():
-        assert ds['type'] == 'FSRFaceDataset' and ds['io_backend']['type'] == 'lmdb'
-        assert ds['dataroot_lq'].endswith(f'lr_x{opt["scale"]}.lmdb')
-    with torch.device('meta'):  # structure and shapes at the data's size, without initialising 8M weights
-        net = build_network(dict(opt['network_g'])).eval()
-        assert isinstance(net, TANet)
-        s = opt['scale']
-        assert net(torch.rand(1, 3, 216 // s, 176 // s)).shape == (1, 3, 216, 176)
-    if 'train' in opt:
-        optim, sched, ds = opt['train']['optim_g'], opt['train']['scheduler'], opt['datasets']['train']
-        assert optim['type'] == 'Adam' and optim['lr'] == 2e-4 and optim['betas'] == [0.9, 0.999
-                                                                                      ] and optim['eps'] == 1e-8
-        assert opt['train']['pixel_opt']['type'] == 'L1Loss'
-        assert ds['use_rot'] and ds['use_hflip'] and ds['rot_mode'] == 'rot90'
-        # halved every 60 epochs of the 3800 training faces
-        epoch = math.ceil(3800 / ds['batch_size_per_gpu'])
-        assert sched['gamma'] == 0.5 and sched['milestones'] == [60 * epoch * k for k in range(1, 5)]
-        # the position encoding is stored at the training crop's token grid
-        lq = ds['gt_size'] // opt['scale']
-        assert opt['network_g']['pos_grid'] == [math.ceil(lq / 4)] * 2
-    else:
-        assert opt['val']['suffix'] is None
+    with pytest.raises(ValueError, match='rb_init'):
+        TANet(upscale=4, **{**TINY_CONFIG, 'rb_init': 'xavier'})
+    with pytest.raises(ValueError, match='pos_grid'):
+        TANet(upscale=4, **{**TINY_CONFIG, 'token_mode': 'global', 'pos_grid': None})
+    TANet(upscale=4, **{**TINY_CONFIG, 'pos_grid': None})  # the paper's reading needs no grid
 
 
 @pytest.mark.slow
