@@ -4,9 +4,14 @@ Usage (from the repository root)::
 
     python scripts/bench_tanet.py                      # CPU, the two cases below
     python scripts/bench_tanet.py --device cuda        # GPU: fp32, channels_last and bf16 autocast rows
+    python scripts/bench_tanet.py --token-mode global  # the 'global' deviation (pos_grid = each case's token grid)
+    python scripts/bench_tanet.py --flops-only         # parameters and FLOPs only (no timing: e.g. a loaded machine)
 
-Cases (both x8, the paper's harder scale): 16x16 -> 128x128, and the CelebA 216x176 HR case (LR 27x22, which the
-4x4 tokenizer pads to 28x24). Also prints the x4 parameter count.
+The paper configuration is ``PAPER_CONFIGS`` (the paper's token reading, ``token_mode='window'``); ``--token-mode
+global`` measures the deviation with its position encoding stored at the case's token grid (as its option files do).
+
+Cases: 128x128 HR at x4 and x8 (as ``fsr-speed``), and the CelebA 216x176 HR case at x4 (LR 54x44) and x8 (LR 27x22,
+which the 4x4 tokenizer pads to 28x24). Also prints the parameter counts.
 
 - FLOPs: ``fsr_tools.speed.count_flops``: ``torch.utils.flop_counter.FlopCounterMode`` on one batch-1 forward,
   1 multiply-add = 2 FLOPs. It does not count the CPU ``scaled_dot_product_attention`` kernel, so FLOPs are counted
@@ -33,15 +38,23 @@ sys.path.insert(0, REPO_ROOT)
 
 from fsr_tools.speed import count_flops, count_params, peak_memory, timeit  # noqa: E402
 
-CASES = {'16->128 x8': (8, 16, 16), '216x176 x8 (LR 27x22)': (8, 27, 22)}
+CASES = {
+    '32->128 x4': (4, 32, 32),
+    '16->128 x8': (8, 16, 16),
+    '216x176 x4 (LR 54x44)': (4, 54, 44),
+    '216x176 x8 (LR 27x22)': (8, 27, 22)
+}
 # GPU rows: (name, channels_last, bf16 autocast)
 VARIANTS = (('channels_last', True, False), ('bf16', False, True), ('bf16_channels_last', True, True))
 
 
-def build(scale, device='cpu'):
+def build(scale, device='cpu', token_mode='window', lr_hw=(16, 16)):
     from fsr_arch.tanet_arch import PAPER_CONFIGS, TANet
     torch.manual_seed(0)
-    return TANet(**PAPER_CONFIGS[f'x{scale}']).to(device).eval()
+    cfg = dict(PAPER_CONFIGS[f'x{scale}'], token_mode=token_mode)
+    if token_mode == 'global':
+        cfg['pos_grid'] = [-(-lr_hw[0] // cfg['patch_size']), -(-lr_hw[1] // cfg['patch_size'])]
+    return TANet(**cfg).to(device).eval()
 
 
 def latency(net, x, warmup, repeats, channels_last=False, bf16=False):
@@ -59,9 +72,9 @@ def latency(net, x, warmup, repeats, channels_last=False, bf16=False):
     return wall * 1000, cpu * 1000
 
 
-def cpu_peak_memory_child(scale, h, w):
+def cpu_peak_memory_child(scale, h, w, token_mode):
     """Run in a fresh process: growth (MiB) of the peak resident set size during one forward (Linux)."""
-    net = build(scale)
+    net = build(scale, token_mode=token_mode, lr_hw=(h, w))
     x = torch.rand(1, 3, h, w)
     with torch.no_grad():
         net(torch.rand(1, 3, 4, 4))  # load kernels / thread pools before the baseline
@@ -73,8 +86,12 @@ def cpu_peak_memory_child(scale, h, w):
     return peak_memory(forward)[0] / 2**20
 
 
-def cpu_peak_memory(scale, h, w, threads):
-    cmd = [sys.executable, os.path.abspath(__file__), '--_memory_child', f'{scale},{h},{w}', '--threads', str(threads)]
+def cpu_peak_memory(scale, h, w, threads, token_mode):
+    cmd = [
+        sys.executable,
+        os.path.abspath(__file__), '--_memory_child', f'{scale},{h},{w}', '--threads',
+        str(threads), '--token-mode', token_mode
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])['peak_mib']
 
@@ -94,26 +111,37 @@ def main():
     parser.add_argument('--threads', type=int, default=torch.get_num_threads())
     parser.add_argument('--warmup', type=int, default=2)
     parser.add_argument('--repeats', type=int, default=5)
+    parser.add_argument(
+        '--token-mode',
+        choices=['window', 'global'],
+        default='window',
+        help="window: the paper's token reading (PAPER_CONFIGS); global: the deviation")
+    parser.add_argument('--flops-only', action='store_true', help='parameters and FLOPs only, no timing or memory')
     parser.add_argument('--_memory_child', default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args._memory_child:
         scale, h, w = map(int, args._memory_child.split(','))
-        print(json.dumps({'peak_mib': cpu_peak_memory_child(scale, h, w)}))
+        print(json.dumps({'peak_mib': cpu_peak_memory_child(scale, h, w, args.token_mode)}))
         return
 
     device = torch.device(args.device)
     print(f'torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, '
           f'load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs')
     for scale in (4, 8):
-        n = count_params(build(scale))
-        print(f'TANet paper config x{scale}: {n / 1e6:.3f} M parameters')
+        n = count_params(build(scale, token_mode=args.token_mode))
+        print(f'TANet paper config x{scale}, token_mode {args.token_mode}: {n / 1e6:.3f} M parameters' +
+              (' (pos_grid 4x4; it grows with the grid)' if args.token_mode == 'global' else ''))
     rows = []
     for name, (scale, h, w) in CASES.items():
-        net = build(scale, device)
+        net = build(scale, device, args.token_mode, (h, w))
         x = torch.rand(1, 3, h, w, device=device)
         flops = count_flops(net, x)
-        row = {'case': name, 'GFLOPs': round(flops / 1e9, 2)}
+        row = {'case': name, 'token_mode': args.token_mode, 'GFLOPs': round(flops / 1e9, 2)}
+        if args.flops_only:
+            rows.append(row)
+            print(json.dumps(row))
+            continue
         wall, cpu = latency(net, x, args.warmup, args.repeats)
         row['latency_ms'] = round(wall, 1)
         if device.type == 'cuda':
@@ -123,7 +151,7 @@ def main():
             row['peak_mib_bf16'] = round(gpu_peak_memory(net, x, bf16=True), 1)
         else:
             row['cpu_ms'] = round(cpu, 1)
-            row['peak_mib'] = round(cpu_peak_memory(scale, h, w, args.threads), 1)
+            row['peak_mib'] = round(cpu_peak_memory(scale, h, w, args.threads, args.token_mode), 1)
         rows.append(row)
         print(json.dumps(row))
     keys = list(rows[0])
