@@ -251,6 +251,13 @@ def _opt_file_label(opt):
     return opt.get('_opt_file') or 'the options file'
 
 
+def _warn(opt, msg):
+    """A warning before BasicSR's logger exists (rank 0 only): printed to stderr; later also in the log."""
+    if opt.get('rank', 0) == 0:
+        print(f'Warning: {msg}', file=sys.stderr, flush=True)
+    opt.setdefault('_fsr_warnings', []).append(msg)
+
+
 def resolve_total_batch(opt):
     """Derive ``datasets.train.batch_size_per_gpu`` from ``datasets.train.total_batch_size`` and the world size.
 
@@ -259,8 +266,11 @@ def resolve_total_batch(opt):
     GPUs), so it is total / num_gpu (total on the CPU or one GPU). Returns the per-process loader batch, or None when
     the option file states no total batch.
 
+    An explicit ``batch_size_per_gpu`` that disagrees (e.g. from ``--force_yml`` on a small machine) wins, with a
+    warning that states the resulting total batch.
+
     Raises:
-        OptionsError: The total does not divide, or disagrees with an explicit ``batch_size_per_gpu``.
+        OptionsError: The total does not divide among the devices.
     """
     train = (opt.get('datasets') or {}).get('train')
     if not train or train.get('total_batch_size') is None:
@@ -281,9 +291,11 @@ def resolve_total_batch(opt):
     per_gpu = total // divisor
     given = train.get('batch_size_per_gpu')
     if given is not None and given != per_gpu:
-        raise OptionsError(f'{_opt_file_label(opt)}: datasets.train.batch_size_per_gpu {given} contradicts '
-                           f'total_batch_size {total} on {divisor} device(s) (= {per_gpu} each): remove '
-                           'batch_size_per_gpu and state the total batch only.')
+        # An explicit per-GPU batch (e.g. --force_yml datasets:train:batch_size_per_gpu=1 on a small machine) wins.
+        _warn(
+            opt, f'{_opt_file_label(opt)}: datasets.train.batch_size_per_gpu {given} overrides total_batch_size '
+            f'{total}: the total batch is {given * divisor} on {divisor} device(s), not the {total} the file states.')
+        return given * per_loader
     train['batch_size_per_gpu'] = per_gpu
     return per_gpu * per_loader
 
@@ -328,17 +340,20 @@ def resolve_epoch_schedule(opt, num_images):
     Returns:
         dict: ``{'iters_per_epoch': I, 'conversions': [(key, epochs, iterations), ...]}``.
 
-    Raises:
-        OptionsError: A key is given both in epochs and in iterations.
+    A key given in iterations too (e.g. ``--force_yml train:total_iter=20`` for a short run) wins over its epoch form,
+    with a warning.
     """
     steps = iters_per_epoch(opt, num_images)
     done = []
     sched = (opt.get('train') or {}).get('scheduler') or {}
     for ep_key, key in (('milestones_epochs', 'milestones'), ('periods_epochs', 'periods')):
         if ep_key in sched:
-            if sched.get(key) is not None:
-                raise OptionsError(f'{_opt_file_label(opt)}: train.scheduler has both {key} and {ep_key}: keep one.')
             epochs = sched.pop(ep_key)
+            if sched.get(key) is not None:
+                _warn(
+                    opt, f'{_opt_file_label(opt)}: train.scheduler.{key} {sched[key]} is used, {ep_key} {epochs} '
+                    'ignored (both are given).')
+                continue
             sched[key] = [int(round(e * steps)) for e in epochs]
             done.append((f'train.scheduler.{key}', list(epochs), sched[key]))
     for sec, ep_key, key in _EPOCH_KEYS:
@@ -348,7 +363,10 @@ def resolve_epoch_schedule(opt, num_images):
             continue
         epochs = section.pop(ep_key)
         if section.get(key) is not None:
-            raise OptionsError(f'{_opt_file_label(opt)}: {sec} has both {key} and {ep_key}: keep one.')
+            _warn(
+                opt, f'{_opt_file_label(opt)}: {sec}.{key} {section[key]} is used, {ep_key} {epochs} ignored (both '
+                'are given).')
+            continue
         section[key] = int(round(epochs * steps))
         done.append((f'{sec}.{key}', epochs, section[key]))
     return {'iters_per_epoch': steps, 'conversions': done}
@@ -497,8 +515,11 @@ def wrap_build_dataset(build_dataset):
     def wrapped(dataset_opt):
         dataset = build_dataset(dataset_opt)
         opt = _STATE.get('train_opt')
-        if opt is not None and (opt.get('datasets') or {}).get('train') is dataset_opt and needs_epoch_schedule(opt):
-            from basicsr.utils import get_root_logger
+        is_train_set = opt is not None and (opt.get('datasets') or {}).get('train') is dataset_opt
+        if not is_train_set:
+            return dataset
+        from basicsr.utils import get_root_logger
+        if needs_epoch_schedule(opt):
             info = resolve_epoch_schedule(opt, len(dataset))
             train = opt['datasets']['train']
             conv = '; '.join(f'{k}: {e} epochs = {i} iterations' for k, e, i in info['conversions'])
@@ -506,6 +527,8 @@ def wrap_build_dataset(build_dataset):
                 f'Epoch schedule: {len(dataset)} training faces x enlarge ratio '
                 f'{train.get("dataset_enlarge_ratio", 1)}, batch {train["batch_size_per_gpu"]} per GPU x world size '
                 f'{opt.get("world_size", 1)}: {info["iters_per_epoch"]} iterations per epoch; {conv}.')
+        for msg in opt.get('_fsr_warnings', []):
+            get_root_logger().warning(msg)
         return dataset
 
     wrapped._fsr_wrapped = True

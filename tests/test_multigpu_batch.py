@@ -47,8 +47,10 @@ def test_total_batch_is_split_by_the_world_size():
         compat.resolve_total_batch(_opt(True, 3, 3, total=16))
     with pytest.raises(compat.OptionsError, match='does not divide among 3 GPUs'):
         compat.resolve_total_batch(_opt(False, 1, 3, total=16))
-    with pytest.raises(compat.OptionsError, match='contradicts total_batch_size 32'):
-        compat.resolve_total_batch(_opt(True, 2, 2, per_gpu=32))
+    # an explicit per-GPU batch (--force_yml on a small machine) wins, with a warning naming the resulting total
+    forced = _opt(True, 2, 2, per_gpu=1)
+    assert compat.resolve_total_batch(forced) == 1 and forced['datasets']['train']['batch_size_per_gpu'] == 1
+    assert 'the total batch is 2 on 2 device(s), not the 32' in forced['_fsr_warnings'][0]
     assert compat.resolve_total_batch(_opt(True, 2, 2, per_gpu=16)) == 16  # consistent: accepted
     assert compat.resolve_total_batch({'datasets': {'train': {'batch_size_per_gpu': 8}}}) is None  # old style
 
@@ -81,13 +83,15 @@ def test_epoch_schedule_in_iterations(paper, num_images, total, gpus, every, epo
     assert one['train']['scheduler']['milestones'] == opt['train']['scheduler']['milestones']
 
 
-def test_epoch_keys_conflicts_and_too_small_sets():
+def test_epoch_keys_overrides_and_too_small_sets():
     opt = _opt(False, 1, 0, total=4)
-    opt['train'] = {'total_iter': 10, 'total_epochs': 2, 'scheduler': {}}
+    opt['train'] = {'total_iter': 10, 'total_epochs': 2, 'scheduler': {'milestones': [3], 'milestones_epochs': [1]}}
     compat.resolve_total_batch(opt)
-    with pytest.raises(compat.OptionsError, match='both total_iter and total_epochs'):
-        compat.resolve_epoch_schedule(copy.deepcopy(opt), 40)
-    del opt['train']['total_iter']
+    forced = copy.deepcopy(opt)  # iterations given too (--force_yml train:total_iter=10): they win, with a warning
+    compat.resolve_epoch_schedule(forced, 40)
+    assert forced['train'] == {'total_iter': 10, 'scheduler': {'milestones': [3]}}
+    assert any('total_iter 10 is used, total_epochs 2 ignored' in w for w in forced['_fsr_warnings'])
+    del opt['train']['total_iter'], opt['train']['scheduler']['milestones']
     with pytest.raises(compat.OptionsError, match='3 faces, fewer than one batch'):
         compat.resolve_epoch_schedule(copy.deepcopy(opt), 3)
     opt['val'] = {'val_freq_epochs': 1}
