@@ -41,7 +41,7 @@ no interpolation happens at the paper's sizes in training or testing. Another in
 interpolated to its grid (as ViT/DeiT at a new resolution), which the network never saw in training; a training run on
 such a grid warns once.
 
-Choices the paper leaves open (OPEN; each one is a constructor argument, default first):
+Choices the paper leaves open (OPEN; a constructor argument where an alternative is offered, default first):
 
 - N and heads (``num_blocks=4``, ``num_heads=4``): the paper ablates N in its appendix only (not available). N = 4 is
   a shallow stack in keeping with the "resource-friendly" claim; 4 heads give d = C / N_head = 16 (eq. 10).
@@ -57,12 +57,12 @@ Choices the paper leaves open (OPEN; each one is a constructor argument, default
 - Residual blocks (Fig. 3 B, not detailed in the text): conv3x3-ReLU-conv3x3 + identity without BN (EDSR / SISN's RB,
   which the paper follows for G and I), BasicSR's ``ResidualBlockNoBN``. Its initialisation (``rb_init``):
   ``'basicsr'`` (default): Kaiming-normal weights scaled by 0.1 and zero biases, so each of the 100 stacked blocks
-  starts near the identity (BasicSR's EDSR/RCAN convention, stable at lr 2e-4 without a residual scale);
-  ``'pytorch'``: PyTorch's default conv initialisation. The paper says nothing about initialisation.
+  starts near the identity (BasicSR's convention for deep residual stacks, EDSR/RCAN); ``'pytorch'``: PyTorch's
+  default conv initialisation. The paper says nothing about initialisation.
 - The calibration path has no activation between its two 1x1 convs (eq. 13 has none).
 - The upscale module of eq. 7 is not described: BasicSR's ``Upsample``, log2(s) stages of a 3x3 conv (C -> 4C) and a
   x2 pixel shuffle (EDSR/RCAN's module, the usual one in the CNN FSR methods the paper compares with); transposed
-  convolutions or a single x s pixel shuffle would be equally consistent with the text.
+  convolutions or a single x s pixel shuffle would be equally consistent with the text (not offered as options).
 
 MHSA uses ``F.scaled_dot_product_attention`` (fused kernels on GPU) when ``use_sdpa`` is True, and the explicit
 ``softmax(QK^T / sqrt(d)) V`` of eq. 10 otherwise; both give the same result (tested on CPU).
