@@ -35,7 +35,8 @@ Fixes:
      raise :class:`OptionsError` naming the options file, the key and the fix, before anything runs.
    * A resumed training continues the data order of the interrupted one (:func:`resumable_sampler_class`).
    * ``python -m basicsr.train`` / ``basicsr.test`` from a pip install would write ``experiments/`` and ``results/``
-     under site-packages (BasicSR's root is the parent of the package): they go under the current directory instead.
+     under site-packages (BasicSR's root is the parent of the package): they (and ``tb_logger/``) go under the
+     current directory instead.
 
 Limitation: ``python basicsr/train.py`` and ``python -m basicsr.train`` run ``train.py`` as ``__main__``, whose own
 copy of ``load_resume_state`` cannot be replaced from outside, so CPU resume needs ``fsr-train`` (GPU resume works
@@ -432,6 +433,33 @@ def _installed_root(root_path):
                                       'dist-packages') and not os.path.isfile(os.path.join(root, 'setup.py'))
 
 
+def _site_tb_logger(path):
+    """``path`` moved to the current directory when under ``<site-packages>/tb_logger`` (python -m basicsr.train)."""
+    parent = os.path.dirname(os.path.dirname(os.path.abspath(path)))
+    if os.path.basename(os.path.dirname(os.path.abspath(path))) == 'tb_logger' and _installed_root(parent):
+        return os.path.join(os.getcwd(), 'tb_logger', os.path.basename(path))
+    return path
+
+
+def wrap_tb_paths(func):
+    """``init_tb_logger`` / ``mkdir_and_rename`` that put a site-packages ``tb_logger/`` under the current directory."""
+    if getattr(func, '_fsr_wrapped', False):
+        return func
+
+    def wrapped(*args, **kwargs):
+        if args:
+            args = (_site_tb_logger(args[0]), ) + args[1:]
+        for key in ('log_dir', 'path'):  # train.py calls init_tb_logger(log_dir=...)
+            if key in kwargs:
+                kwargs[key] = _site_tb_logger(kwargs[key])
+        return func(*args, **kwargs)
+
+    wrapped._fsr_wrapped = True
+    wrapped.__wrapped__ = func
+    wrapped.__name__ = func.__name__
+    return wrapped
+
+
 def wrap_parse_options(parse_options):
     """``parse_options`` with fix 5: total batch, option checks, auto-resume with fallback, no site-packages root."""
     if getattr(parse_options, '_fsr_wrapped', False):
@@ -592,6 +620,9 @@ def patch_basicsr():
     BaseModel.save_training_state = save_training_state
     parse = wrap_parse_options(basicsr.utils.options.parse_options)
     build = wrap_build_dataset(basicsr.data.build_dataset)
+    import basicsr.utils
+    for name in ('init_tb_logger', 'mkdir_and_rename'):  # bound by python -m basicsr.train when it runs
+        setattr(basicsr.utils, name, wrap_tb_paths(getattr(basicsr.utils, name)))
     import basicsr.data.data_sampler
     sampler = resumable_sampler_class(basicsr.data.data_sampler.EnlargedSampler)
     basicsr.data.data_sampler.EnlargedSampler = sampler

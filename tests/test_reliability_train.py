@@ -301,6 +301,7 @@ def test_python_m_basicsr_train_and_test(tmp_path, data):
     """Issue 19: ``python -m basicsr.train`` and ``python -m basicsr.test`` run the plugin's networks, write under the
     current directory (not site-packages), and take the plugin's total batch option."""
     opt = tiny_train_opt('tiny_m', tiny_net(), data, 4, total_iter=2, dataset_extra={'gt_size': 32})
+    opt['logger']['use_tb_logger'] = True  # tb_logger/ too goes under the current directory
     train = opt['datasets']['train']
     del train['batch_size_per_gpu']
     train['total_batch_size'] = 4
@@ -309,7 +310,7 @@ def test_python_m_basicsr_train_and_test(tmp_path, data):
     out = proc.stdout + proc.stderr
     assert 'Network [TANet] is created.' in out and re.search(r'Batch size per gpu: 4\b', out)
     ckpt = tmp_path / 'experiments' / 'tiny_m' / 'models' / 'net_g_2.pth'
-    assert ckpt.is_file()
+    assert ckpt.is_file() and (tmp_path / 'tb_logger' / 'tiny_m').is_dir()
     test_opt = {
         'name': 'tiny_m_test',
         'model_type': 'FSRModel',
