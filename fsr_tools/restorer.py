@@ -245,8 +245,8 @@ class FaceRestorer:
         rgb = to_rgb(img)
         if faces is None:
             faces = detect_faces(self.get_detector(), rgb, self.detect_max_side)
-            if not faces:
-                raise SkipImage('no face found')
+        if not faces:
+            raise SkipImage('no face found')
         faces = [dict(f) for f in faces]
         for f in faces:
             f.setdefault('score', 1.)

@@ -258,8 +258,11 @@ def test_aligned_crops_lr_hr_and_wrong_size(files, tmp_path):
 
 def test_default_run_keeps_large_faces_as_they_are(files, tmp_path, capsys):
     """Faces with more pixels than the LR input are not shrunk and re-enlarged: the output is the plain enlargement."""
-    code, summary = _run(files, files['two'], tmp_path / 'out', '--save-masks')
+    code, summary = _run(files, files['two'], tmp_path / 'out', '--save-masks', '--profile')
     assert code == 0 and summary['settings']['upscale'] == 4  # default: the network's scale
+    prof = summary['profile']
+    assert set(prof['stages']) == {'read', 'detect', 'align', 'network', 'enlarge', 'paste', 'write'}
+    assert prof['photos_per_s'] > 0 and sum(v['seconds'] for v in prof['stages'].values()) <= prof['seconds'] * 1.01
     faces = summary['photos'][0]['faces']
     assert len(faces) == 2 and all(f['plan'] == 'kept' and f['pasted_region'] is None for f in faces)
     assert summary['counts']['faces_kept'] == 2 and 'lr_crop' not in faces[0]
@@ -267,7 +270,7 @@ def test_default_run_keeps_large_faces_as_they_are(files, tmp_path, capsys):
     plain = cv2.resize(inp, (inp.shape[1] * 4, inp.shape[0] * 4), interpolation=cv2.INTER_CUBIC)
     assert np.array_equal(_read(summary['photos'][0]['output']), plain)
     out = capsys.readouterr().out
-    assert '2 face(s) left as they are' in out and 'shrink the photo by about' in out
+    assert '2 face(s) left as they are' in out and 'shrink the photo by about' in out and 'photos/s' in out
 
 
 def test_output_folder_of_the_input_photo_is_refused(files, tmp_path, capsys):
@@ -300,3 +303,22 @@ def test_write_guard_never_writes_an_input(tmp_path):
     with pytest.raises(infer.InferError, match='one of the input photos'):
         infer.write_image(str(path), np.zeros((4, 4, 3), np.uint8), {os.path.realpath(str(path))})
     assert path.read_bytes() == b'original'
+
+
+def test_library_api_gives_what_the_command_line_writes(files, tmp_path):
+    """FaceRestorer: loaded once, restore(img) -> (img, faces), the same pixels as fsr-infer writes."""
+    from fsr_tools.restorer import FaceRestorer
+    path = tmp_path / 'face.png'
+    cv2.imwrite(str(path), files['face'])
+    code, summary = _run(files, path, tmp_path / 'out', *FORCE)
+    assert code == 0
+    restorer = FaceRestorer.load(opt=files['opt'], hr_size=(HR, HR), device='cpu', upscale=1, restore_large=True)
+    assert restorer.info['network'] == 'TANet' and restorer.info['weights'] == str(files['ckpt']['x4'])
+    out, faces = restorer.restore(files['face'])
+    assert np.array_equal(out, _read(summary['photos'][0]['output']))
+    assert [f['plan'] for f in faces] == [f['plan'] for f in summary['photos'][0]['faces']] == ['resampled']
+    assert faces[0]['sr'].shape == (HR, HR, 3) and faces[0]['lr'].shape == (HR // 4, HR // 4, 3)
+    out2, _ = restorer.restore(cv2.flip(files['face'], 1))  # the same loaded network, another photo
+    assert out2.shape == out.shape and not np.array_equal(out2, out)
+    with pytest.raises(infer.SkipImage, match='no face found'):
+        restorer.restore(files['face'], faces=[])
