@@ -376,6 +376,7 @@ class PrepareJob:
     def process(self, rel, key):
         """Faces of one photo: list of (entry, {lmdb name: image}) or a (reason, detail) skip tuple."""
         import numpy as np
+
         from fsr_data.face_align import (align_face, apply_affine, box_crop, openface_crop, template_5pts,
                                          transform_scale)
         a = self.args
@@ -727,7 +728,8 @@ def prepare(argv=None, _fault=None):
 
 def main(argv=None, _fault=None):
     """Console script ``fsr-prepare``: exit status 0 on success, 1 with a one-line ``error:`` when no dataset can be
-    made, 130 when interrupted (Ctrl-C: the finished photos are kept and the same command resumes)."""
+    made or an input, file or option is wrong (``FSR_DEBUG=1`` raises instead), 130 when interrupted (Ctrl-C: the
+    finished photos are kept and the same command resumes)."""
     try:
         prepare(argv, _fault=_fault)
     except KeyboardInterrupt:
@@ -737,8 +739,12 @@ def main(argv=None, _fault=None):
             'same command again to resume where it stopped.',
             file=sys.stderr)
         return 130
-    except PrepareError as e:
-        print(f'fsr-prepare: error: {e}', file=sys.stderr)
+    except (PrepareError, FileNotFoundError, FileExistsError, ValueError, RuntimeError) as e:
+        # bad input, a missing file or layout, a folder in use: one line naming it (FSR_DEBUG=1: the traceback)
+        if os.environ.get('FSR_DEBUG', '0') not in ('', '0'):
+            raise
+        hint = '' if isinstance(e, PrepareError) else ' (FSR_DEBUG=1 shows the traceback)'
+        print(f'fsr-prepare: error: {" ".join(str(e).split())}{hint}', file=sys.stderr)
         return 1
     return 0
 

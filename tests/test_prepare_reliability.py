@@ -153,6 +153,19 @@ def test_ctrl_c_says_how_to_resume(tmp_path, capsys):
     assert len(open(os.path.join(out, 'manifest.jsonl')).readlines()) == 8
 
 
+def test_bad_input_is_one_error_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv('FSR_DEBUG', raising=False)
+    assert main([str(tmp_path / 'nowhere'), '-o', str(tmp_path / 'o')]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith('fsr-prepare: error:') and 'nowhere' in err
+    assert main([str(tmp_path), '-o', str(tmp_path / 'o'), '--recipe', 'laat']) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and 'img_celeba' in err
+    monkeypatch.setenv('FSR_DEBUG', '1')
+    with pytest.raises(FileNotFoundError):
+        main([str(tmp_path / 'nowhere'), '-o', str(tmp_path / 'o')])
+
+
 def test_resume_does_not_redo_finished_photos(tmp_path, monkeypatch):
     """Issue 19: count the per-photo work and the detector calls of a resumed run."""
     src = _smooth(str(tmp_path / 'photos'), 10)
