@@ -11,9 +11,10 @@ template -1.3 dB, warped twice -4.5 dB). So each face gets a *plan* (:func:`plan
 - ``'resampled'``: any other face that is not larger than the template: one cubic warp of the photo directly to the LR
   template (``fsr_data.face_align.align_face`` with the LR-size template), and one warp of the SR crop back into the
   enlarged photo.
-- ``'kept'``: the face has more pixels than the network's LR input (its LR crop would have to be down-sampled, losing
-  detail the photo has): it is left as it is (enlarged like the background), unless ``restore_large`` forces a
-  ``'resampled'`` plan.
+- ``'kept'``: a face that cannot be cut and has more pixels than the network's LR input (its LR crop would have to be
+  down-sampled, losing detail the photo has): it is left as it is (enlarged like the background), unless
+  ``restore_large`` forces a ``'resampled'`` plan. (A face cut at ``lr_scale`` < 1 is not down-sampled: the network
+  sees the photo's own pixels, the face slightly larger than its template.)
 
 Coordinates: pixel centres, as OpenCV's ``resize``/``warpAffine`` and MATLAB's ``imresize``: a pixel ``x`` of an image
 resized by ``f`` is at ``(x + 0.5) f - 0.5`` (:func:`pixel_scale`). The SR crop of an LR window at ``(x0, y0)`` of the
@@ -64,7 +65,7 @@ def plan_face(landmarks, template_lr, scale_tol=0.15, roll_tol=20., restore_larg
     fits = 1. / (1. + scale_tol) <= rho <= 1. + scale_tol
     if fits and abs(roll) <= roll_tol:
         plan = 'cut'
-    elif rho < 1. / (1. + scale_tol) and not restore_large:
+    elif rho < 1. and not restore_large:
         plan = 'kept'
     else:
         plan = 'resampled'

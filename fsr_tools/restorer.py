@@ -321,13 +321,14 @@ class FaceRestorer:
         rho, roll, (lh, lw) = plan['lr_scale'], plan['roll'], self.lr_size
         notes = []
         if plan['plan'] == 'kept':
-            notes.append(f'larger than the network\'s {lh}x{lw} LR input (x{1 / rho:.2f}): left as it is, enlarged '
-                         'like the background (restoring it would first shrink it); shrink the photo by about '
+            rolled = f', rolled {roll:.1f} deg (beyond --roll-tol {self.roll_tol})' if abs(roll) > self.roll_tol else ''
+            notes.append(f'larger than the network\'s {lh}x{lw} LR input (x{1 / rho:.2f}{rolled}): left as it is, '
+                         'enlarged like the background (restoring it would first shrink it); shrink the photo by about '
                          f'{1 / rho:.2f} to restore it, or force it with --restore-large-faces')
             return notes
         if plan['plan'] == 'cut':
             notes.append('LR crop cut from the photo without resampling')
-        elif rho < 1 / (1 + self.scale_tol):
+        elif rho < 1:
             notes.append(f'down-sampled x{1 / rho:.2f} to the {lh}x{lw} LR template (--restore-large-faces): it can '
                          'come out softer than the input')
         else:
