@@ -2,39 +2,86 @@
 
 No public code exists; this is built from Section III of the paper. Map from code to paper:
 
-- :class:`AMINet` (Sec. III-A, Fig. 2): the LR face is bicubic-upsampled to HR size inside ``forward`` (the paper works
-  on the upsampled face, ``I_LR in R^{3 x H x W}``); a 3x3 conv head; three encoders (``LGFI`` blocks + down-sampling:
-  channels doubled, size halved, giving F1 (2C, H/2), F2 (4C, H/4), F3 (8C, H/8)); a bottleneck of two LGFIs (F4, 8C);
-  three decoders (up-sampling that halves channels and doubles size, :class:`EDFF` with the encoder feature of the same
-  scale, LGFI blocks: F5 (4C), F6 (2C), F7 (C)); a 3x3 conv to 3 channels plus the global residual (the upsampled
-  input). Trained with the L1 loss of eq. 1.
-- :class:`LGFI` (Sec. III-B, Fig. 2 / Fig. 4): self-attention (SA, eq. 2-6: :class:`fsr_arch.common.ConvSelfAttention`,
-  1x1 conv + 3x3 depth-wise conv for q, k, v, multi-head, channel-wise map, 1x1 projection) and :class:`RDFE` in
-  parallel on the layer-normalized input, fused by :class:`SKAF`, plus the block's residual.
+- :class:`AMINet` (Sec. III-A, Fig. 2): the LR face is brought to HR size inside ``forward`` (the paper works on
+  ``I_LR in R^{3 x H x W}``); a 3x3 conv head; three encoders (an LGFI + down-sampling: channels doubled, size halved,
+  giving F1 (2C, H/2), F2 (4C, H/4), F3 (8C, H/8)); a bottleneck of two LGFIs (F4, 8C); three decoders (up-sampling that
+  halves the channels and doubles the size, :class:`EDFF` with the encoder feature of the same scale, an LGFI: F5 (4C),
+  F6 (2C), F7 (C)); a 3x3 conv to 3 channels plus the global residual (the upsampled input). L1 loss (eq. 1).
+- SA (Sec. III-B-1, Fig. 3b, eq. 2-6): :class:`fsr_arch.common.ConvSelfAttention` with ``order='pw_first'``
+  (``F_dw3(F_conv1(X))``, eq. 2-4), ``mode='channel'`` (Q reshaped to C x HW and K to HW x C before eq. 5, so the map
+  is C x C per head and the dot products run over the H*W positions) and ``scaling='sqrt_d'`` (eq. 5:
+  ``Softmax(Q.K / sqrt(d)) . V``, d = H*W, the length of each dot product, as d_k in Vaswani et al.), then a 1x1 conv
+  (eq. 6). Multi-head as the text says ("the multi-head mechanism").
 - :class:`RDFE` (Sec. III-B-2, Fig. 3a, eq. 7-11): depth-wise 3x3 / 5x5 / 7x7 branches (eq. 7), attention unit on their
-  concatenation (eq. 8), re-weighting (eq. 9), a second depth-wise 3x3 / 5x5 / 7x7, 1x1 fusion plus the input (eq. 10),
-  then the :class:`FRM` feature refinement module (eq. 11: normalization, 3x3 convs, :class:`Hourglass`).
+  concatenation (eq. 8), the three branches times its weight (eq. 9), a second depth-wise 3x3 / 5x5 / 7x7, 1x1 fusion of
+  the concatenation plus the input (eq. 10), then the :class:`FRM` (eq. 11: normalization, 3x3 convs, hourglass).
 - :class:`SKAF` (Sec. III-B-3, eq. 12-15): a 5x5 conv of the first input and a 7x7 conv of the second (eq. 12),
   concatenation (eq. 13), average and max pooling over the channels, sigmoid (eq. 14), split into two weights (eq. 15).
+- :class:`LGFI` (Sec. III-B, Fig. 2 / Fig. 4): SA and RDFE in parallel on the layer-normalized input,
+  ``x + X1 * X' + X2 * X''`` with ``X', X'' = SKAF(X1 = SA, X2 = RDFE)`` (X' weighs the global branch).
 - :class:`EDFF` (Sec. III-C, eq. 16-17): ``X', X'' = SKAF(Conv1x1(cat(X_E, X_D)))``, ``X_ED = X_E * X' + X_D * X''``.
+- Ablation variants as options of :class:`AMINet`: ``block='transformer'`` (Table II: every LGFI replaced by the
+  "traditional Transformer in Restormer", :class:`TransformerBlock`: ``x + SA(LN(x))`` then ``x + FFN(LN(x))``) and
+  ``local_branch='ffn'`` (Table III: RDFE replaced by an :class:`FFN`, Restormer's GDFN).
 
-Choices the paper leaves open (all constructor arguments):
+DEVIATIONS from what the paper states:
 
-- The attention scaling of eq. 5 (``/sqrt(d)``) is the learnable temperature over L2-normalized q, k of Restormer's
-  MDTA, the block the paper compares LGFI with (Table II); shared with W-Net through ``common.ConvSelfAttention``.
-- SKAF's 5x5 and 7x7 are full convs (C -> C each; the paper says "depth-wise" for RDFE's kernels but not for SKAF's), so
-  the concatenation of eq. 13 has 2C channels. This also fits Table VI: EDFF (one 1x1 conv + one SKAF) added to SPARNet
-  costs +1.5M; with EDFFs at three levels 32/64/128 wide, full convs (76 C^2 per level) give 1.6M, C -> C/2 convs 0.8M
-  and depth-wise ones 0.05M. Pooling is over the channels (LSKNet, which the paper cites as the model for SKAF): the two
-  halves after the split are then two spatial weight maps, one per branch, which is what eq. 15 needs. Eq. 14 has no
-  conv between the pooling and the sigmoid and neither has this code (``squeeze_kernel=0``; LSKNet's 7x7 squeeze conv is
-  an option).
-- Down-/up-sampling: Restormer's conv3x3 + pixel-(un)shuffle (the paper's U-shape is Restormer's).
-- Heads per level ``[1, 2, 4, 8]`` (Restormer's), one LGFI per encoder and per decoder and two in the bottleneck (Fig. 2
-  and Sec. III-A: "each encoder comprises our LGFI and a downsampling operator"), an FRM hourglass of depth 2 (two
-  halvings, convs on both paths). With these fixed, the width C (``num_feat``) is the one free number; it must be even
-  (the pixel-unshuffle halves it) and C = 22 is the even value closest to the paper's 12.62M (Table II): 13.05M (+3.4%);
-  C = 20 gives 10.79M (-14.5%) and C = 24 15.51M (+22.9%).
+- SKAF's squeeze conv (``squeeze_kernel=7``): eq. 14 as printed has no layer between the pooling and the sigmoid. Then
+  the two weights are ``sigmoid(mean_c(X))`` and ``sigmoid(max_c(X))``; since max >= mean at every pixel, the second
+  input's weight (RDFE's in LGFI, the decoder's in EDFF) could never be below the first's, whatever the training does,
+  and SKAF could not "adaptively select the important local and global information" as the text says (nor could
+  Table V's "Avgpool only" / "Maxpool only" rows mean two weights). LSKNet, which the paper names as SKAF's model, maps
+  the two pooled maps to the two weights with a 7x7 conv (2 -> 2 channels, 198 parameters); that is the default here.
+  ``squeeze_kernel=0`` gives eq. 14 as printed. A test shows that both orders of the weights are reachable.
+
+Choices the paper leaves open (OPEN; each an argument) and how they were made:
+
+- The parameter budget (Tables II, III, VI read together, same C in all three networks, the Transformer and FFN being
+  Restormer's, as Sec. IV-C-2 says). Table II: replacing every LGFI by a Transformer block saves 12.62 - 11.32 = 1.30M;
+  Table III: replacing RDFE by an FFN saves 12.62 - 12.11 = 0.51M. So RDFE costs 0.51M more than a GDFN (7.98 C^2 per
+  block) over the ten blocks, and the ten LGFI SKAFs cost about 1.30 - 0.51 = 0.79M. Table VI: an EDFF added to SPARNet
+  costs +1.5M, which full 5x5 / 7x7 convs give at SPARNet-like widths (three levels 32/64/128: 76 C^2 per level,
+  1.6M; depth-wise ones would give 0.05M). Hence:
+
+  - SKAF in LGFI (``skaf_conv='separable'``): the paper's intro speaks of "separable convolutional kernels"; a
+    depth-wise 5x5 / 7x7 followed by a 1x1 (LSKNet's depth-wise large kernels and 1x1 convs): 0.83M for the ten LGFIs at
+    C = 46 (the 0.79M above); full convs would cost 26.6M, depth-wise ones alone 0.11M.
+  - SKAF in EDFF (``edff_skaf_conv='full'``): full C -> C convs, as Table VI implies (3.38M for the three EDFFs).
+  - FRM (``frm_conv='separable'``, ``hourglass_depth=1``): "normalization and multiple 3x3 convolutional layers", then
+    "the hourglass block": LayerNorm, two 3x3 convs (GELU between), a one-level hourglass (avg-pool, conv, GELU, up,
+    conv, skip), every 3x3 conv depth-wise separable. The ten RDFEs then cost 0.97M more than ten GDFNs (Table III:
+    0.51M); full 3x3 convs would make the ten FRMs 12.96M instead of 1.50M.
+  - C (``num_feat``) = 46, the even width that brings all three counts closest to the paper's (heads of 46 channels at
+    every level). Counts (``tests/test_aminet.py::test_paper_and_ablation_parameter_counts``, within 5%):
+
+    =================================== ============ ============ =======
+    network (x8, C = 46)                 paper        this code    diff
+    =================================== ============ ============ =======
+    AMINet (LGFI with RDFE)             12.62M       12.99M       +2.9%
+    Table II: LGFI -> Transformer       11.32M       11.20M       -1.1%
+    Table III: RDFE -> FFN              12.11M       12.02M       -0.7%
+    =================================== ============ ============ =======
+
+    AMINet's 12.99M: up-sampling 3.20M, EDFFs 3.38M, ten LGFIs 6.21M (SA 1.48M, RDFE 3.90M of which FRM 1.50M,
+    SKAF 0.83M), down-sampling 0.20M. C = 44 gives 11.90 / 10.25 / 11.01M (-5.7 / -9.5 / -9.1%), C = 48 14.12 / 12.19 /
+    13.08M.
+- The attention unit F_au of eq. 8: a 1x1 conv of the 3C concatenation to C channels and a sigmoid (one weight per
+  channel and position, shared by the three branches as eq. 9 writes ``f_i . f'``).
+- Down-/up-sampling: Restormer's conv3x3 + pixel-(un)shuffle (the paper's U-shape and its Table II Transformer are
+  Restormer's). Heads per level ``[1, 2, 4, 8]`` (Restormer's). One LGFI per encoder and per decoder, two in the
+  bottleneck (Fig. 2; Sec. III-A: "each encoder comprises our LGFI and a downsampling operator").
+- The decoder's skip (EDFF's X_E): the output of the encoder's LGFI at the same scale, before its down-sampling (U-Net /
+  Restormer), e.g. the first decoder (4C, H/4) fuses the third encoder's LGFI output, not F2 (the same shape, one LGFI
+  earlier). The paper names the features after each encoder but not the skip source.
+- The input up-sampling (``input_upsample='matlab'``): the paper's LR faces are made by "bicubic interpolation" (MATLAB
+  ``imresize`` in the FSR code bases it compares with, and ``fsr-prepare``'s default); the network brings them back to
+  HR size with the same kernel (:func:`matlab_bicubic_upsample`: Keys a = -0.5, mirrored borders), so its global
+  residual starts from exactly the bicubic baseline ``fsr-benchmark`` reports (up to its 8-bit rounding).
+  ``'torch'`` is ``F.interpolate`` bicubic (a = -0.75, edge pixels repeated): on the demo's x4 faces the two differ by
+  0.005 of the pixel range on average (0.06 at most), and torch's sharper kernel alone scores 0.15 dB above the
+  benchmark's bicubic on the held-out faces (25.53 vs 25.38 dB), a gain a network would get without learning anything.
+- Restormer's scaling (``attn_scaling='l2norm'``: L2-normalized q, k and a learned temperature) is an option, not the
+  default: eq. 5 states 1/sqrt(d).
 """
 import math
 import torch
@@ -44,25 +91,44 @@ from torch.nn import functional as F
 
 from fsr_arch.common import ConvSelfAttention, LayerNorm2d, check_divisible, upsample_to
 
-__all__ = ['AMINet', 'LGFI', 'RDFE', 'FRM', 'Hourglass', 'SKAF', 'EDFF', 'PAPER_CONFIGS', 'TINY_CONFIG']
+__all__ = [
+    'AMINet', 'LGFI', 'TransformerBlock', 'RDFE', 'FFN', 'FRM', 'Hourglass', 'SKAF', 'EDFF', 'matlab_bicubic_upsample',
+    'PAPER_CONFIGS', 'ABLATION_CONFIGS', 'PAPER_PARAMS', 'TINY_CONFIG'
+]
+
+CONV_KINDS = ('full', 'depthwise', 'separable')
+
+
+def make_conv(num_feat, kernel_size, kind):
+    """A C -> C conv with 'same' padding: ``full``, ``depthwise`` (groups=C) or ``separable`` (depth-wise then 1x1)."""
+    if kind not in CONV_KINDS:
+        raise ValueError(f'AMINet: conv kind {kind!r} is not one of {CONV_KINDS}.')
+    pad = kernel_size // 2
+    if kind == 'full':
+        return nn.Conv2d(num_feat, num_feat, kernel_size, padding=pad)
+    dw = nn.Conv2d(num_feat, num_feat, kernel_size, padding=pad, groups=num_feat)
+    return dw if kind == 'depthwise' else nn.Sequential(dw, nn.Conv2d(num_feat, num_feat, 1))
 
 
 class SKAF(nn.Module):
     """Selective Kernel Attention Fusion (eq. 12-15): returns the two weights ``X', X''`` (each (N, 1, H, W)).
 
-    ``X1' = Conv5x5(X1)``, ``X2' = Conv7x7(X2)`` (X2 = X1 when one input is given, as in EDFF), ``X = cat(X1', X2')``,
-    ``X', X'' = split(sigmoid(cat(mean_c(X), max_c(X))))``.
+    ``X1' = Conv5x5(X1)``, ``X2' = Conv7x7(X2)`` (X2 = X1 when one input is given, as in EDFF; eq. 12),
+    ``X = cat(X1', X2')`` (eq. 13), ``X = sigmoid(Squeeze(cat(mean_c(X), max_c(X))))`` (eq. 14),
+    ``X', X'' = split_c(X)`` (eq. 15).
 
     Args:
         num_feat (int): Channels of each input.
-        squeeze_kernel (int): Kernel of an optional conv between the pooled descriptor and the sigmoid (LSKNet has a
-            7x7 one); 0 = none, as in eq. 14. Default: 0.
+        conv (str): Kind of the 5x5 and 7x7 convs: ``'full'`` (C -> C), ``'depthwise'`` or ``'separable'``
+            (depth-wise then 1x1). Default: ``'full'``.
+        squeeze_kernel (int): Kernel of LSKNet's squeeze conv (2 -> 2 channels) between the pooled maps and the
+            sigmoid; 0 = none (eq. 14 as printed, which cannot select: see the module docstring). Default: 7 (LSKNet).
     """
 
-    def __init__(self, num_feat, squeeze_kernel=0):
+    def __init__(self, num_feat, conv='full', squeeze_kernel=7):
         super().__init__()
-        self.conv5 = nn.Conv2d(num_feat, num_feat, 5, padding=2)
-        self.conv7 = nn.Conv2d(num_feat, num_feat, 7, padding=3)
+        self.conv5 = make_conv(num_feat, 5, conv)
+        self.conv7 = make_conv(num_feat, 7, conv)
         self.squeeze = (
             nn.Conv2d(2, 2, squeeze_kernel, padding=squeeze_kernel // 2) if squeeze_kernel else nn.Identity())
 
@@ -75,19 +141,20 @@ class SKAF(nn.Module):
 
 
 class Hourglass(nn.Module):
-    """Hourglass block of the FRM: ``depth`` times (avg-pool by 2, conv3x3, GELU) then back up with skip additions.
+    """Hourglass block of the FRM: ``depth`` times (avg-pool by 2, conv3x3, GELU), then back up with skip additions.
 
     Any input size works: the way back is interpolated to the size of the skip it is added to.
 
     Args:
         num_feat (int): Channels.
-        depth (int): Number of down-sampling levels. Default: 2.
+        depth (int): Number of down-sampling levels. Default: 1.
+        conv (str): Kind of the 3x3 convs (see :class:`SKAF`). Default: ``'separable'``.
     """
 
-    def __init__(self, num_feat, depth=2):
+    def __init__(self, num_feat, depth=1, conv='separable'):
         super().__init__()
-        self.down = nn.ModuleList([nn.Conv2d(num_feat, num_feat, 3, padding=1) for _ in range(depth)])
-        self.up = nn.ModuleList([nn.Conv2d(num_feat, num_feat, 3, padding=1) for _ in range(depth)])
+        self.down = nn.ModuleList([make_conv(num_feat, 3, conv) for _ in range(depth)])
+        self.up = nn.ModuleList([make_conv(num_feat, 3, conv) for _ in range(depth)])
 
     def forward(self, x):
         skips = []
@@ -100,17 +167,23 @@ class Hourglass(nn.Module):
 
 
 class FRM(nn.Module):
-    """Feature Refinement Module (eq. 11): ``x + Hourglass(Conv3x3(GELU(Conv3x3(LayerNorm(x)))))``."""
+    """Feature Refinement Module (eq. 11): ``x + Hourglass(Conv3x3(GELU(Conv3x3(LayerNorm(x)))))``.
 
-    def __init__(self, num_feat, hourglass_depth=2):
+    Args:
+        num_feat (int): Channels.
+        hourglass_depth (int): Depth of the hourglass (0 = no hourglass). Default: 1.
+        conv (str): Kind of every 3x3 conv (see :class:`SKAF`). Default: ``'separable'``.
+    """
+
+    def __init__(self, num_feat, hourglass_depth=1, conv='separable'):
         super().__init__()
         self.norm = LayerNorm2d(num_feat)
-        self.convs = nn.Sequential(
-            nn.Conv2d(num_feat, num_feat, 3, padding=1), nn.GELU(), nn.Conv2d(num_feat, num_feat, 3, padding=1))
-        self.hourglass = Hourglass(num_feat, hourglass_depth) if hourglass_depth > 0 else nn.Identity()
+        self.conv1 = make_conv(num_feat, 3, conv)
+        self.conv2 = make_conv(num_feat, 3, conv)
+        self.hourglass = Hourglass(num_feat, hourglass_depth, conv) if hourglass_depth > 0 else nn.Identity()
 
     def forward(self, x):
-        return x + self.hourglass(self.convs(self.norm(x)))
+        return x + self.hourglass(self.conv2(F.gelu(self.conv1(self.norm(x)))))
 
 
 class RDFE(nn.Module):
@@ -118,45 +191,95 @@ class RDFE(nn.Module):
 
     Args:
         num_feat (int): Channels.
-        hourglass_depth (int): Depth of the FRM's hourglass. Default: 2.
+        hourglass_depth (int): Depth of the FRM's hourglass. Default: 1.
+        frm_conv (str): Kind of the FRM's 3x3 convs. Default: ``'separable'``.
     """
 
-    def __init__(self, num_feat, hourglass_depth=2):
+    def __init__(self, num_feat, hourglass_depth=1, frm_conv='separable'):
         super().__init__()
         kernels = (3, 5, 7)
-        self.branches1 = nn.ModuleList(
-            [nn.Conv2d(num_feat, num_feat, k, padding=k // 2, groups=num_feat) for k in kernels])
+        self.branches1 = nn.ModuleList([make_conv(num_feat, k, 'depthwise') for k in kernels])
         # Attention unit F_au (eq. 8): 1x1 conv of the concatenated branches to one weight per channel and position.
         self.attention_unit = nn.Sequential(nn.Conv2d(num_feat * 3, num_feat, 1), nn.Sigmoid())
-        self.branches2 = nn.ModuleList(
-            [nn.Conv2d(num_feat, num_feat, k, padding=k // 2, groups=num_feat) for k in kernels])
+        self.branches2 = nn.ModuleList([make_conv(num_feat, k, 'depthwise') for k in kernels])
         self.fusion = nn.Conv2d(num_feat * 3, num_feat, 1)
-        self.frm = FRM(num_feat, hourglass_depth)
+        self.frm = FRM(num_feat, hourglass_depth, frm_conv)
 
     def forward(self, x):
         feats = [branch(x) for branch in self.branches1]  # eq. 7
         weight = self.attention_unit(torch.cat(feats, dim=1))  # eq. 8
-        feats = [branch(f * weight) for branch, f in zip(self.branches2, feats)]  # eq. 9 + second dw convs
+        feats = [branch(f * weight) for branch, f in zip(self.branches2, feats)]  # eq. 9, then the second dw convs
         y = self.fusion(torch.cat(feats, dim=1)) + x  # eq. 10
         return self.frm(y)  # eq. 11
 
 
+class FFN(nn.Module):
+    """Restormer's gated-Dconv feed-forward network (GDFN), the FFN of Table III and of the Transformer of Table II.
+
+    ``Conv1x1(GELU(a) * b)`` with ``a, b = split(DWConv3x3(Conv1x1(x)))``, hidden width ``int(C * expansion)``, no bias
+    (Restormer's defaults).
+
+    Args:
+        num_feat (int): Channels.
+        expansion (float): Hidden width / C. Default: 2.66 (Restormer).
+    """
+
+    def __init__(self, num_feat, expansion=2.66):
+        super().__init__()
+        hidden = int(num_feat * expansion)
+        self.project_in = nn.Conv2d(num_feat, hidden * 2, 1, bias=False)
+        self.dwconv = nn.Conv2d(hidden * 2, hidden * 2, 3, padding=1, groups=hidden * 2, bias=False)
+        self.project_out = nn.Conv2d(hidden, num_feat, 1, bias=False)
+
+    def forward(self, x):
+        a, b = self.dwconv(self.project_in(x)).chunk(2, dim=1)
+        return self.project_out(F.gelu(a) * b)
+
+
+def make_attention(num_feat, num_heads, scaling):
+    """AMINet's SA (eq. 2-6): 1x1 then 3x3 depth-wise conv (eq. 2-4), C x C maps (the reshape before eq. 5)."""
+    return ConvSelfAttention(num_feat, num_heads, order='pw_first', mode='channel', scaling=scaling)
+
+
 class LGFI(nn.Module):
-    """Local and Global Feature Interaction module: ``x + SKAF-fusion(SA(LN(x)), RDFE(LN(x)))`` (Sec. III-B).
+    """Local and Global Feature Interaction module (Sec. III-B, Fig. 4 right).
+
+    ``y = LN(x)``, ``X1 = SA(y)`` (global), ``X2 = RDFE(y)`` (local), ``X', X'' = SKAF(X1, X2)``,
+    ``out = x + X1 * X' + X2 * X''``.
 
     Args:
         num_feat (int): Channels.
         num_heads (int): Heads of the self-attention.
-        hourglass_depth (int): Depth of the RDFE's hourglass.
-        squeeze_kernel (int): See :class:`SKAF`.
+        hourglass_depth (int): Depth of the RDFE's hourglass. Default: 1.
+        frm_conv (str): Kind of the FRM's 3x3 convs. Default: ``'separable'``.
+        skaf_conv (str): Kind of SKAF's 5x5 / 7x7 convs. Default: ``'separable'``.
+        squeeze_kernel (int): See :class:`SKAF`. Default: 7.
+        attn_scaling (str): ``'sqrt_d'`` (eq. 5) or ``'l2norm'`` (Restormer). Default: ``'sqrt_d'``.
+        local_branch (str): ``'rdfe'`` or ``'ffn'`` (Table III's variant: RDFE replaced by :class:`FFN`).
+            Default: ``'rdfe'``.
+        ffn_expansion (float): Hidden width / C of the FFN variant. Default: 2.66.
     """
 
-    def __init__(self, num_feat, num_heads, hourglass_depth=2, squeeze_kernel=0):
+    def __init__(self,
+                 num_feat,
+                 num_heads,
+                 hourglass_depth=1,
+                 frm_conv='separable',
+                 skaf_conv='separable',
+                 squeeze_kernel=7,
+                 attn_scaling='sqrt_d',
+                 local_branch='rdfe',
+                 ffn_expansion=2.66):
         super().__init__()
         self.norm = LayerNorm2d(num_feat)
-        self.sa = ConvSelfAttention(num_feat, num_heads)
-        self.rdfe = RDFE(num_feat, hourglass_depth)
-        self.skaf = SKAF(num_feat, squeeze_kernel)
+        self.sa = make_attention(num_feat, num_heads, attn_scaling)
+        if local_branch == 'rdfe':
+            self.rdfe = RDFE(num_feat, hourglass_depth, frm_conv)
+        elif local_branch == 'ffn':
+            self.rdfe = FFN(num_feat, ffn_expansion)
+        else:
+            raise ValueError(f"AMINet: local_branch={local_branch!r} is not one of ('rdfe', 'ffn').")
+        self.skaf = SKAF(num_feat, skaf_conv, squeeze_kernel)
 
     def forward(self, x):
         y = self.norm(x)
@@ -166,13 +289,44 @@ class LGFI(nn.Module):
         return x + x_global * w_global + x_local * w_local
 
 
-class EDFF(nn.Module):
-    """Encoder and Decoder Feature Fusion (eq. 16-17): ``X_E * X' + X_D * X''`` with ``X', X''`` from SKAF."""
+class TransformerBlock(nn.Module):
+    """Restormer's Transformer block (Fig. 4 left, Table II): ``x = x + SA(LN(x))``, then ``x + FFN(LN(x))``.
 
-    def __init__(self, num_feat, squeeze_kernel=0):
+    Args:
+        num_feat (int): Channels.
+        num_heads (int): Heads of the self-attention.
+        attn_scaling (str): See :class:`LGFI`. Default: ``'sqrt_d'``.
+        ffn_expansion (float): Hidden width / C of the FFN. Default: 2.66 (Restormer).
+    """
+
+    def __init__(self, num_feat, num_heads, attn_scaling='sqrt_d', ffn_expansion=2.66):
+        super().__init__()
+        self.norm1 = LayerNorm2d(num_feat)
+        self.sa = make_attention(num_feat, num_heads, attn_scaling)
+        self.norm2 = LayerNorm2d(num_feat)
+        self.ffn = FFN(num_feat, ffn_expansion)
+
+    def forward(self, x):
+        x = x + self.sa(self.norm1(x))
+        return x + self.ffn(self.norm2(x))
+
+
+class EDFF(nn.Module):
+    """Encoder and Decoder Feature Fusion (eq. 16-17).
+
+    ``X', X'' = SKAF(Conv1x1(cat(X_E, X_D)))`` (eq. 16; the 1x1 conv reduces 2C to C), ``X_ED = X_E * X' + X_D * X''``
+    (eq. 17).
+
+    Args:
+        num_feat (int): Channels of each input.
+        skaf_conv (str): Kind of SKAF's 5x5 / 7x7 convs. Default: ``'full'``.
+        squeeze_kernel (int): See :class:`SKAF`. Default: 7.
+    """
+
+    def __init__(self, num_feat, skaf_conv='full', squeeze_kernel=7):
         super().__init__()
         self.reduce = nn.Conv2d(num_feat * 2, num_feat, 1)
-        self.skaf = SKAF(num_feat, squeeze_kernel)
+        self.skaf = SKAF(num_feat, skaf_conv, squeeze_kernel)
 
     def forward(self, x_enc, x_dec):
         w_enc, w_dec = self.skaf(self.reduce(torch.cat([x_enc, x_dec], dim=1)))  # eq. 16
@@ -201,25 +355,89 @@ class Upsample(nn.Module):
         return self.body(x)
 
 
+_MATLAB_MATRICES = {}
+
+
+def _matlab_cubic(x):
+    """MATLAB's ``cubic`` kernel (Keys, a = -0.5)."""
+    ax = x.abs()
+    return torch.where(ax <= 1, 1.5 * ax**3 - 2.5 * ax**2 + 1,
+                       torch.where(ax <= 2, -0.5 * ax**3 + 2.5 * ax**2 - 4 * ax + 2, torch.zeros_like(ax)))
+
+
+def _matlab_matrix(in_len, scale):
+    """(in_len * scale, in_len) matrix of MATLAB ``imresize``'s bicubic up-sampling along one axis (float64, CPU).
+
+    Output pixel i (1-based) sits at ``u = i / scale + 0.5 * (1 - 1 / scale)`` in input coordinates; the six input
+    pixels from ``floor(u - 2)`` on are weighted by the cubic kernel of their distance to u, the weights normalized to
+    sum 1, and indices outside the image are mirrored (``[1..n, n..1]`` repeated), as MATLAB does.
+    """
+    key = (in_len, scale)
+    if key not in _MATLAB_MATRICES:
+        out_len = in_len * scale
+        u = torch.arange(1, out_len + 1, dtype=torch.float64) / scale + 0.5 * (1 - 1 / scale)
+        taps = torch.floor(u - 2)[:, None] + torch.arange(6, dtype=torch.float64)[None]
+        weights = _matlab_cubic(u[:, None] - taps)
+        weights = weights / weights.sum(dim=1, keepdim=True)
+        mirror = torch.cat([torch.arange(in_len), torch.arange(in_len - 1, -1, -1)])
+        index = mirror[(taps.long() - 1) % (2 * in_len)]
+        matrix = torch.zeros(out_len, in_len, dtype=torch.float64)
+        matrix.scatter_add_(1, index, weights)
+        _MATLAB_MATRICES[key] = matrix
+    return _MATLAB_MATRICES[key]
+
+
+def matlab_bicubic_upsample(x, scale):
+    """Bicubic up-sampling by an integer ``scale`` as MATLAB's ``imresize`` (and BasicSR's ``imresize``) computes it.
+
+    This is the interpolation that made the LR training faces (``fsr-prepare``'s default) and the bicubic baseline of
+    ``fsr-benchmark``. It differs from ``F.interpolate(mode='bicubic')`` in its kernel (a = -0.5, torch uses -0.75) and
+    at the border (mirrored indices; torch repeats the edge pixel). Separable: ``A_h @ x @ A_w^T``.
+
+    Args:
+        x (Tensor): (N, C, h, w).
+        scale (int): Integer up-sampling factor.
+
+    Returns:
+        Tensor: (N, C, h * scale, w * scale), same dtype and device as ``x``.
+    """
+    h, w = x.shape[-2:]
+    a_h = _matlab_matrix(h, scale).to(device=x.device, dtype=x.dtype)
+    a_w = _matlab_matrix(w, scale).to(device=x.device, dtype=x.dtype)
+    return a_h @ x @ a_w.transpose(0, 1)
+
+
 @ARCH_REGISTRY.register()
 class AMINet(nn.Module):
     """AMINet (Fig. 2). Input: LR face (N, 3, h, w) in [0, 1]; output: (N, 3, h*upscale, w*upscale).
 
     The U-shape works at the HR size with three 2x down-samplings, so the HR size must be a multiple of 8:
-    ``size_multiple`` (at LR size) is 2 for x4 and 1 for x8.
+    ``size_multiple`` (at LR size) is 2 for x4 and 1 for x8. Parameter counts: see the module docstring.
 
     Args:
-        upscale (int): 4 or 8 (any positive integer works). Default: 8.
+        upscale (int): Integer up-sampling factor, 4 or 8 in the paper. Default: 8.
         num_in_ch (int): Input channels. Default: 3.
         num_out_ch (int): Output channels. Default: 3.
-        num_feat (int): C, the width of the first level (even). Default: 22 (13.05M parameters, the even C closest to
-            the paper's 12.62M, see the module docstring).
+        num_feat (int): C, the width of the first level (even: the down-sampling halves it). Default: 46 (see the
+            module docstring).
         num_heads (list[int]): Heads of the SA at the four levels (C, 2C, 4C, 8C). Default: [1, 2, 4, 8] (Restormer).
         num_blocks (list[int]): LGFIs per encoder (levels 1-3; the decoders mirror them). Default: [1, 1, 1] (Fig. 2).
         num_bottleneck (int): LGFIs in the bottleneck. Default: 2 (Sec. III-A-2).
-        hourglass_depth (int): Depth of the hourglass in each RDFE's FRM. Default: 2 (the bottleneck of a 128x128 face
-            is 16x16; two halvings keep 4x4 at the bottom).
-        squeeze_kernel (int): Conv in SKAF between pooling and sigmoid; 0 = none (eq. 14). Default: 0.
+        hourglass_depth (int): Depth of the hourglass in each RDFE's FRM. Default: 1.
+        frm_conv (str): Kind of the FRM's 3x3 convs (``'full'``, ``'depthwise'``, ``'separable'``).
+            Default: ``'separable'``.
+        skaf_conv (str): Kind of the 5x5 / 7x7 convs of the SKAF inside each LGFI. Default: ``'separable'``.
+        edff_skaf_conv (str): Kind of the 5x5 / 7x7 convs of the SKAF inside each EDFF. Default: ``'full'``.
+        squeeze_kernel (int): LSKNet's squeeze conv in every SKAF; 0 = none (cannot select). Default: 7.
+        attn_scaling (str): ``'sqrt_d'`` (eq. 5) or ``'l2norm'`` (Restormer's MDTA). Default: ``'sqrt_d'``.
+        block (str): ``'lgfi'`` or ``'transformer'`` (Table II's variant: every LGFI replaced by
+            :class:`TransformerBlock`). Default: ``'lgfi'``.
+        local_branch (str): ``'rdfe'`` or ``'ffn'`` (Table III's variant: RDFE replaced by :class:`FFN` in every LGFI).
+            Default: ``'rdfe'``.
+        ffn_expansion (float): Hidden width / C of the FFN of both variants. Default: 2.66 (Restormer).
+        input_upsample (str): How the LR face is brought to HR size: ``'matlab'`` (MATLAB-style bicubic, the
+            interpolation of the data and of the benchmark's bicubic baseline) or ``'torch'`` (``F.interpolate``
+            bicubic, a = -0.75). Default: ``'matlab'``.
         img_range (float): Not used by the network's maths; kept for BasicSR option compatibility. Default: 1.
     """
 
@@ -227,53 +445,80 @@ class AMINet(nn.Module):
                  upscale=8,
                  num_in_ch=3,
                  num_out_ch=3,
-                 num_feat=22,
+                 num_feat=46,
                  num_heads=(1, 2, 4, 8),
                  num_blocks=(1, 1, 1),
                  num_bottleneck=2,
-                 hourglass_depth=2,
-                 squeeze_kernel=0,
+                 hourglass_depth=1,
+                 frm_conv='separable',
+                 skaf_conv='separable',
+                 edff_skaf_conv='full',
+                 squeeze_kernel=7,
+                 attn_scaling='sqrt_d',
+                 block='lgfi',
+                 local_branch='rdfe',
+                 ffn_expansion=2.66,
+                 input_upsample='matlab',
                  img_range=1.):
         super().__init__()
         if len(num_heads) != 4 or len(num_blocks) != 3:
             raise ValueError('AMINet: num_heads needs 4 values (levels C, 2C, 4C, 8C) and num_blocks 3 (encoders).')
-        self.upscale = upscale
-        self.size_multiple = 8 // math.gcd(8, upscale)
+        if num_feat % 2:
+            raise ValueError(f'AMINet: num_feat ({num_feat}) must be even (the down-sampling conv halves it).')
+        if block not in ('lgfi', 'transformer'):
+            raise ValueError(f"AMINet: block={block!r} is not one of ('lgfi', 'transformer').")
+        if input_upsample not in ('matlab', 'torch'):
+            raise ValueError(f"AMINet: input_upsample={input_upsample!r} is not one of ('matlab', 'torch').")
+        if int(upscale) != upscale or upscale < 1:
+            raise ValueError(f'AMINet: upscale must be a positive integer, got {upscale}.')
+        self.upscale = int(upscale)
+        self.size_multiple = 8 // math.gcd(8, self.upscale)
+        self.input_upsample = input_upsample
         self.img_range = img_range
         c = num_feat
-        kwargs = dict(hourglass_depth=hourglass_depth, squeeze_kernel=squeeze_kernel)
+
+        def make_block(ch, heads):
+            if block == 'transformer':
+                return TransformerBlock(ch, heads, attn_scaling, ffn_expansion)
+            return LGFI(ch, heads, hourglass_depth, frm_conv, skaf_conv, squeeze_kernel, attn_scaling, local_branch,
+                        ffn_expansion)
+
         self.conv_first = nn.Conv2d(num_in_ch, c, 3, padding=1)
         self.encoders = nn.ModuleList()
         self.downs = nn.ModuleList()
         for level in range(3):
             ch = c * 2**level
-            self.encoders.append(
-                nn.Sequential(*[LGFI(ch, num_heads[level], **kwargs) for _ in range(num_blocks[level])]))
+            self.encoders.append(nn.Sequential(*[make_block(ch, num_heads[level]) for _ in range(num_blocks[level])]))
             self.downs.append(Downsample(ch))
-        self.bottleneck = nn.Sequential(*[LGFI(c * 8, num_heads[3], **kwargs) for _ in range(num_bottleneck)])
+        self.bottleneck = nn.Sequential(*[make_block(c * 8, num_heads[3]) for _ in range(num_bottleneck)])
         self.ups = nn.ModuleList()
         self.fusions = nn.ModuleList()
         self.decoders = nn.ModuleList()
         for level in reversed(range(3)):
             ch = c * 2**level
             self.ups.append(Upsample(ch * 2))
-            self.fusions.append(EDFF(ch, squeeze_kernel))
-            self.decoders.append(
-                nn.Sequential(*[LGFI(ch, num_heads[level], **kwargs) for _ in range(num_blocks[level])]))
+            self.fusions.append(EDFF(ch, edff_skaf_conv, squeeze_kernel))
+            self.decoders.append(nn.Sequential(*[make_block(ch, num_heads[level]) for _ in range(num_blocks[level])]))
         self.conv_last = nn.Conv2d(c, num_out_ch, 3, padding=1)
+
+    def upsample_input(self, x):
+        """The LR face at HR size, the network's input and global residual (see ``input_upsample``)."""
+        if self.input_upsample == 'matlab':
+            return matlab_bicubic_upsample(x, self.upscale)
+        h, w = x.shape[-2:]
+        return upsample_to(x, size=(h * self.upscale, w * self.upscale))
 
     def forward(self, x):
         check_divisible(
             x, self.size_multiple, 'AMINet',
             f'At x{self.upscale} the HR size (LR size x {self.upscale}) must be a multiple of 8 (three 2x '
             f'down-samplings), so the LR size must be a multiple of {self.size_multiple}.')
-        h, w = x.shape[-2:]
-        x_up = upsample_to(x, size=(h * self.upscale, w * self.upscale))
+        x_up = self.upsample_input(x)
         feat = self.conv_first(x_up)
         skips = []
         for encoder, down in zip(self.encoders, self.downs):
             feat = encoder(feat)
-            skips.append(feat)
+            skips.append(feat)  # the skip is the encoder's LGFI output, before its down-sampling (Restormer)
             feat = down(feat)  # F1, F2, F3
         feat = self.bottleneck(feat)  # F4
         for up, fusion, decoder, skip in zip(self.ups, self.fusions, self.decoders, reversed(skips)):
@@ -281,10 +526,18 @@ class AMINet(nn.Module):
         return self.conv_last(feat) + x_up
 
 
+# The paper's parameter counts: Table II / III (AMINet, LGFI with RDFE), Table II (Transformer), Table III (FFN).
+PAPER_PARAMS = {'aminet': 12.62e6, 'transformer': 11.32e6, 'ffn': 12.11e6}
+
+_PAPER = dict(num_feat=46, num_heads=[1, 2, 4, 8], num_blocks=[1, 1, 1], num_bottleneck=2)
+
 # The paper's configuration (one network definition for both scales: only the input upsampling differs).
-PAPER_CONFIGS = {
-    'x4': dict(upscale=4, num_feat=22, num_heads=[1, 2, 4, 8], num_blocks=[1, 1, 1], num_bottleneck=2),
-    'x8': dict(upscale=8, num_feat=22, num_heads=[1, 2, 4, 8], num_blocks=[1, 1, 1], num_bottleneck=2),
+PAPER_CONFIGS = {'x4': dict(upscale=4, **_PAPER), 'x8': dict(upscale=8, **_PAPER)}
+
+# The ablation variants of Tables II and III at x8 (same C, every other choice the same).
+ABLATION_CONFIGS = {
+    'transformer': dict(upscale=8, block='transformer', **_PAPER),
+    'ffn': dict(upscale=8, local_branch='ffn', **_PAPER),
 }
 
 # A tiny network that trains a few iterations on the CPU in seconds (upscale is given separately).

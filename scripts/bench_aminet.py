@@ -8,10 +8,12 @@ Usage::
 
 Figures:
 
-- ``params``: parameters of the paper configuration (``PAPER_CONFIGS``; the paper's Table II says 12.62M), of each part
-  (encoders, bottleneck, decoders with EDFF, up/down-sampling) and of AMIGAN's discriminator; FLOPs
+- ``params``: parameters of the paper configuration (``PAPER_CONFIGS``; the paper's Tables II / III say 12.62M) and of
+  the Table II / III variants (``ABLATION_CONFIGS``: 11.32M / 12.11M in the paper), of each part (encoders, bottleneck,
+  decoders, EDFFs, up/down-sampling; SA, RDFE, FRM, SKAF over the LGFIs) and of AMIGAN's discriminator; FLOPs
   (``fsr_tools.speed.count_flops``: ``torch.utils.flop_counter.FlopCounterMode``, 1 multiply-add = 2 FLOPs;
-  element-wise ops, pooling, softmax and the bicubic up-sampling are not counted) at x8 (16->128) and x4 (32->128).
+  element-wise ops, pooling and softmax are not counted; the input's MATLAB-style bicubic up-sampling is two small
+  matrix products, counted) at x8 (16->128) and x4 (32->128).
 - ``latency``: batch-1 forward latency for 16->128 (x8) under ``torch.inference_mode`` (``fsr_tools.speed.timeit``),
   median of ``--repeats`` runs after a warm-up, with the machine's default thread count (``--threads`` to change it).
   On CUDA also channels_last and bf16 autocast.
@@ -43,10 +45,21 @@ def build(scale='x8', device='cpu'):
 def part_params(args):
     from fsr_arch.amigan_discriminator_arch import PAPER_CONFIGS as D_CONFIGS
     from fsr_arch.amigan_discriminator_arch import AMIGANDiscriminator
+    from fsr_arch.aminet_arch import ABLATION_CONFIGS, PAPER_PARAMS, AMINet
     net = build('x8')
     total = count_params(net)
     print('## Parameters and FLOPs (paper configuration)')
-    print(f'AMINet parameters: {total / 1e6:.2f}M (paper, Table II: 12.62M; {100 * (total / 12.62e6 - 1):+.1f}%)')
+    counts = {'aminet': total}
+    counts.update({name: count_params(AMINet(**cfg)) for name, cfg in ABLATION_CONFIGS.items()})
+    labels = {
+        'aminet': 'AMINet (LGFI with RDFE), Tables II/III',
+        'transformer': 'Table II: every LGFI -> Transformer block',
+        'ffn': 'Table III: RDFE -> FFN'
+    }
+    print('| network (x8) | paper | this code | diff |\n|---|---:|---:|---:|')
+    for name, count in counts.items():
+        paper = PAPER_PARAMS[name]
+        print(f'| {labels[name]} | {paper / 1e6:.2f}M | {count / 1e6:.2f}M | {100 * (count / paper - 1):+.1f}% |')
     parts = {
         'head + tail convs': count_params(net.conv_first) + count_params(net.conv_last),
         'encoders (3 LGFI)': count_params(net.encoders),
@@ -57,9 +70,11 @@ def part_params(args):
     }
     for name, count in parts.items():
         print(f'  {name}: {count / 1e6:.3f}M')
-    lgfi = net.bottleneck[0]
-    print('  one bottleneck LGFI: ' + ', '.join(f'{name} {count_params(getattr(lgfi, name)) / 1e6:.3f}M'
-                                                for name in ('sa', 'rdfe', 'skaf')))
+    lgfis = [m for m in net.modules() if type(m).__name__ == 'LGFI']
+    print(f'  the {len(lgfis)} LGFIs: ' +
+          ', '.join(f'{name} {sum(count_params(getattr(m, name)) for m in lgfis) / 1e6:.3f}M'
+                    for name in ('sa', 'rdfe', 'skaf')) +
+          f' (of which FRM {sum(count_params(m.rdfe.frm) for m in lgfis) / 1e6:.3f}M)')
     print(f'AMIGANDiscriminator (128x128): {count_params(AMIGANDiscriminator(**D_CONFIGS["x8"])) / 1e6:.2f}M')
     for scale, lr in (('x8', 16), ('x4', 32)):
         flops = count_flops(build(scale), torch.rand(1, 3, lr, lr))
