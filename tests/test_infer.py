@@ -322,3 +322,15 @@ def test_library_api_gives_what_the_command_line_writes(files, tmp_path):
     assert out2.shape == out.shape and not np.array_equal(out2, out)
     with pytest.raises(infer.SkipImage, match='no face found'):
         restorer.restore(files['face'], faces=[])
+
+
+def test_help_imports_nothing_heavy():
+    """``fsr-infer --help`` (the console script's module) imports neither torch, OpenCV, numpy nor basicsr."""
+    import subprocess
+    import sys
+
+    from helpers import subprocess_env
+    code = ('import sys\nfrom fsr_tools import infer_cli\ninfer_cli.build_parser().format_help()\n'
+            "print(sorted(m for m in ('torch', 'cv2', 'numpy', 'basicsr') if m in sys.modules))")
+    out = subprocess.run([sys.executable, '-c', code], env=subprocess_env(), capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == '[]'
