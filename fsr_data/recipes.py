@@ -365,7 +365,8 @@ def run_recipe(args, _fault=None):
     if not args.quiet:
         got = ', '.join(f'{s} {r["faces"]}' + (f' (paper: {r["paper"]})' if r['paper'] else '')
                         for s, r in result.items())
-        print(f'fsr-prepare --recipe {args.recipe} ({dataset}): {got} in {out}')
+        print(f'fsr-prepare --recipe {args.recipe} ({dataset}): {got} in {out} (skipped photos: '
+              f'{osp.join(out, "skipped.tsv")}; protocol: {report_path})')
     return dict(report, status='done')
 
 

@@ -163,6 +163,15 @@ def test_recipe_tanet_celeba_and_aminet(tmp_path):
     lr, _ = _lmdb(str(out / 'test' / 'lr_x8.lmdb'), e['key'])
     assert lr.shape == (27, 22, 3)
     assert not (out / 'pool').exists() and json.load(open(out / 'recipe.json'))['subsets']['train']['paper'] == 4
+    from fsr_data.face_dataset import FSRFaceDataset  # a split folder is an ordinary dataset folder
+    ds = FSRFaceDataset(
+        dict(
+            dataroot_gt=str(out / 'train' / 'hr.lmdb'),
+            dataroot_lq=str(out / 'train' / 'lr_x4.lmdb'),
+            io_backend={'type': 'lmdb'},
+            scale=4,
+            phase='val'))
+    assert len(ds) == 4 and tuple(ds[0]['gt'].shape) == (3, 216, 176) and tuple(ds[0]['lq'].shape) == (3, 54, 44)
     # the same seed gives the same draw; a rerun is a no-op
     assert _run(root, out, 'tanet-celeba', 0.001)['status'] == 'complete'
 
