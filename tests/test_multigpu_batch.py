@@ -110,6 +110,7 @@ def data(tmp_path_factory):
     return make_face_dataset(tmp_path_factory.mktemp('data'), num=12, hr_size=(32, 32), scales=(4, ))
 
 
+@pytest.mark.slow
 def test_two_process_ddp_total_batch_and_lr_halvings(tmp_path, data):
     """2 gloo processes on the CPU: total batch 4 (2 per process), an epoch of 12 faces is 3 steps, the lr halves after
     2 and 4 epochs (iterations 6 and 12) and training stops after 5 epochs (15 iterations) - as on one process."""

@@ -117,6 +117,7 @@ def test_find_resume_state_skips_truncated_and_orphan_states(tmp_path, data):
         compat.find_resume_state(opt, messages.append)
 
 
+@pytest.mark.slow
 def test_auto_resume_falls_back_past_a_truncated_newest_state(tmp_path, data):
     """The probe of issue 17.3: a kill during the save of ``6.state``; ``--auto_resume`` must resume from 3."""
     opt = tiny_train_opt(
@@ -297,6 +298,7 @@ def test_fsr_train_prints_one_error_line(tmp_path, data):
 
 
 # -------------------------------------------------------------------------------- BasicSR's own entry points
+@pytest.mark.slow
 def test_python_m_basicsr_train_and_test(tmp_path, data):
     """Issue 19: ``python -m basicsr.train`` and ``python -m basicsr.test`` run the plugin's networks, write under the
     current directory (not site-packages), and take the plugin's total batch option."""
@@ -350,6 +352,7 @@ def test_python_m_basicsr_train_and_test(tmp_path, data):
     assert len(list((tmp_path / 'results' / 'tiny_m_test' / 'visualization' / 'tiny').glob('*.png'))) == 8
 
 
+@pytest.mark.slow
 def test_resumed_training_continues_the_data_order(tmp_path, data):
     """Issue 17.6: a training interrupted at iteration 3 (mid-epoch) and resumed ends with the same weights as the
     uninterrupted run (no random augmentation here, one thread), which needs the same faces in the same batches."""
