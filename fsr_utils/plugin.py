@@ -11,7 +11,9 @@ def load():
     import basicsr  # noqa: F401  (through the hook, this may already load the plugin)
     compat.patch_basicsr()
     for name in PLUGIN_PACKAGES:
-        importlib.import_module(name)
+        package = importlib.import_module(name)
+        if hasattr(package, 'register'):  # packages that register lazily (fsr_data: a light import for fsr-prepare)
+            package.register()
 
 
 def import_modules(package, package_file, suffix):
