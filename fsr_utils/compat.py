@@ -19,18 +19,19 @@ Fixes:
 4. Atomic checkpoints: ``BaseModel.save_network`` and ``save_training_state`` write to a temporary file in the same
    folder and rename it (``os.replace``), so a kill during a save never leaves a truncated ``.pth`` or ``.state`` under
    its final name. Resume (``--auto_resume``) takes the newest training state that loads and whose network checkpoints
-   load, and logs each newer one it skipped and why.
+   load, and says (on stderr) which newer ones it skipped and why; none usable is an error naming them.
 5. Options (``parse_options`` of ``basicsr.utils.options``, ``basicsr.train`` and ``basicsr.test``):
 
    * ``datasets.train.total_batch_size`` states the total batch of one optimizer step (the papers' "batch size");
      ``batch_size_per_gpu`` is derived from it: total / world size under DDP (one process per GPU), total / num_gpu
      under DataParallel (BasicSR multiplies the per-GPU batch by ``num_gpu`` there), with a clear error when it does
-     not divide.
+     not divide. An explicit ``batch_size_per_gpu`` (e.g. ``--force_yml`` on a small machine) wins, with a warning.
    * Epoch schedules: ``train.total_epochs``, ``train.scheduler.milestones_epochs`` (MultiStepLR) or
      ``periods_epochs`` (CosineAnnealingRestartLR), ``val.val_freq_epochs`` and ``logger.save_checkpoint_freq_epochs``
      are converted to iterations once the training set is built, with the iterations per epoch that BasicSR's loader
      really runs: ``floor(ceil(N * enlarge_ratio / world_size) / loader_batch)`` (drop_last), so a milestone of
-     ``e`` epochs halves the lr after exactly ``e`` passes over the data, for any dataset size and GPU count.
+     ``e`` epochs halves the lr after exactly ``e`` passes over the data, for any dataset size and GPU count. A key
+     also given in iterations (``--force_yml train:total_iter=20``) wins, with a warning.
    * A missing ``dataroot_*``, an unregistered ``network_*`` or ``model_type``, and an output folder that is a file
      raise :class:`OptionsError` naming the options file, the key and the fix, before anything runs.
    * A resumed training continues the data order of the interrupted one (:func:`resumable_sampler_class`).
