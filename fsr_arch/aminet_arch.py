@@ -38,19 +38,19 @@ Choices the paper leaves open (OPEN; each an argument) and how they were made:
 
 - The parameter budget (Tables II, III, VI read together, same C in all three networks, the Transformer and FFN being
   Restormer's, as Sec. IV-C-2 says). Table II: replacing every LGFI by a Transformer block saves 12.62 - 11.32 = 1.30M;
-  Table III: replacing RDFE by an FFN saves 12.62 - 12.11 = 0.51M. So RDFE costs 0.51M more than a GDFN (7.98 C^2 per
-  block) over the ten blocks, and the ten LGFI SKAFs cost about 1.30 - 0.51 = 0.79M. Table VI: an EDFF added to SPARNet
-  costs +1.5M, which full 5x5 / 7x7 convs give at SPARNet-like widths (three levels 32/64/128: 76 C^2 per level,
-  1.6M; depth-wise ones would give 0.05M). Hence:
+  Table III: replacing RDFE by an FFN saves 12.62 - 12.11 = 0.51M. So the eight RDFEs (3 encoders, 2 bottleneck,
+  3 decoders) cost 0.51M more than eight GDFNs (7.98 C^2 each), and the eight LGFI SKAFs about 1.30 - 0.51 = 0.79M.
+  Table VI: an EDFF added to SPARNet costs +1.5M, which a 1x1 reduction and full 5x5 / 7x7 convs give at SPARNet-like
+  widths (three levels 32/64/128: 76 C^2 per level, 1.63M; with depth-wise 5x5 / 7x7, 0.06M). Hence:
 
   - SKAF in LGFI (``skaf_conv='separable'``): the paper's intro speaks of "separable convolutional kernels"; a
-    depth-wise 5x5 / 7x7 followed by a 1x1 (LSKNet's depth-wise large kernels and 1x1 convs): 0.83M for the ten LGFIs at
-    C = 46 (the 0.79M above); full convs would cost 26.6M, depth-wise ones alone 0.11M.
+    depth-wise 5x5 / 7x7 followed by a 1x1 (LSKNet's depth-wise large kernels and 1x1 convs): 0.83M for the eight
+    LGFIs at C = 46 (the 0.79M above); full convs would cost 26.6M, depth-wise ones alone 0.11M.
   - SKAF in EDFF (``edff_skaf_conv='full'``): full C -> C convs, as Table VI implies (3.38M for the three EDFFs).
   - FRM (``frm_conv='separable'``, ``hourglass_depth=1``): "normalization and multiple 3x3 convolutional layers", then
     "the hourglass block": LayerNorm, two 3x3 convs (GELU between), a one-level hourglass (avg-pool, conv, GELU, up,
-    conv, skip), every 3x3 conv depth-wise separable. The ten RDFEs then cost 0.97M more than ten GDFNs (Table III:
-    0.51M); full 3x3 convs would make the ten FRMs 12.96M instead of 1.50M.
+    conv, skip), every 3x3 conv depth-wise separable. The eight RDFEs then cost 0.97M more than eight GDFNs (Table III:
+    0.51M); full 3x3 convs would make the eight FRMs 12.96M instead of 1.50M.
   - C (``num_feat``) = 46, the even width that brings all three counts closest to the paper's (heads of 46 channels at
     every level). Counts (``tests/test_aminet.py::test_paper_and_ablation_parameter_counts``, within 5%):
 
@@ -62,7 +62,7 @@ Choices the paper leaves open (OPEN; each an argument) and how they were made:
     Table III: RDFE -> FFN              12.11M       12.02M       -0.7%
     =================================== ============ ============ =======
 
-    AMINet's 12.99M: up-sampling 3.20M, EDFFs 3.38M, ten LGFIs 6.21M (SA 1.48M, RDFE 3.90M of which FRM 1.50M,
+    AMINet's 12.99M: up-sampling 3.20M, EDFFs 3.38M, eight LGFIs 6.21M (SA 1.48M, RDFE 3.90M of which FRM 1.50M,
     SKAF 0.83M), down-sampling 0.20M. C = 44 gives 11.90 / 10.25 / 11.01M (-5.7 / -9.5 / -9.1%), C = 48 14.12 / 12.19 /
     13.08M.
 - The attention unit F_au of eq. 8: a 1x1 conv of the 3C concatenation to C channels and a sigmoid (one weight per

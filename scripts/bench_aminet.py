@@ -74,7 +74,7 @@ def part_params(args):
     print(f'  the {len(lgfis)} LGFIs: ' +
           ', '.join(f'{name} {sum(count_params(getattr(m, name)) for m in lgfis) / 1e6:.3f}M'
                     for name in ('sa', 'rdfe', 'skaf')) +
-          f' (of which FRM {sum(count_params(m.rdfe.frm) for m in lgfis) / 1e6:.3f}M)')
+          f'; FRM (part of RDFE) {sum(count_params(m.rdfe.frm) for m in lgfis) / 1e6:.3f}M')
     print(f'AMIGANDiscriminator (128x128): {count_params(AMIGANDiscriminator(**D_CONFIGS["x8"])) / 1e6:.2f}M')
     for scale, lr in (('x8', 16), ('x4', 32)):
         flops = count_flops(build(scale), torch.rand(1, 3, lr, lr))
