@@ -40,7 +40,7 @@ def lr_template(hr_size, scale, zoom=1.0):
     return (t + 0.5) / scale - 0.5
 
 
-def plan_face(landmarks, template_lr, scale_tol=0.15, roll_tol=20., restore_large=False):
+def plan_face(landmarks, template_lr, scale_tol=0.25, roll_tol=30., restore_large=False):
     """Decide how one face is fed to the network (module docstring).
 
     Args:

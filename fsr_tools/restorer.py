@@ -64,8 +64,8 @@ class FaceRestorer:
         feather (float): soft-mask ramp width, fraction of the crop. Default 0.1.
         min_score (float): ignore detections with a lower confidence. Default 0.9 (as fsr-prepare).
         scale_tol (float): a face is cut without resampling when its scale is within ``1 + scale_tol`` of the LR
-            template (either way). Default 0.15 (see ``--scale-tol``).
-        roll_tol (float): ... and its roll within ``roll_tol`` degrees. Default 20 (see ``--roll-tol``).
+            template (either way). Default 0.25 (see ``--scale-tol``).
+        roll_tol (float): ... and its roll within ``roll_tol`` degrees. Default 30 (see ``--roll-tol``).
         restore_large (bool): also restore faces larger than the LR template (down-sampled to it first: they can come
             out softer than the input). Default False.
         detector (object | str): a detector with ``detect(rgb_uint8) -> [{'box', 'landmarks', 'score'}]``, or a
@@ -86,8 +86,8 @@ class FaceRestorer:
                  batch_size=8,
                  feather=0.1,
                  min_score=0.9,
-                 scale_tol=0.15,
-                 roll_tol=20.,
+                 scale_tol=0.25,
+                 roll_tol=30.,
                  restore_large=False,
                  detector='mtcnn',
                  detector_weights=None,

@@ -34,6 +34,10 @@ def main(argv=None):
     p.add_argument('--linear', action='store_true', help='use the linear least-squares network of the tests instead')
     p.add_argument('--rels', type=float, nargs='+', default=[0.75, 0.8, 0.87, 0.93, 1.0, 1.07, 1.15, 1.25, 1.33])
     p.add_argument('--rolls', type=float, nargs='+', default=[0., 5., 10., 15., 20.])
+    p.add_argument(
+        '--held-out',
+        action='store_true',
+        help="only the demo's held-out faces (Grace Hopper, the two rightmost faces of t1.jpg): for the demo networks")
     p.add_argument('--device', default='cpu')
     args = p.parse_args(argv)
     from fsr_data.demo import demo_photo_paths
@@ -56,6 +60,11 @@ def main(argv=None):
     for key, path in sorted(demo_photo_paths().items()):
         img = cv2.imread(path)
         faces = [f for f in det.detect(np.ascontiguousarray(img[..., ::-1])) if f['score'] >= 0.95]
+        if args.held_out:  # fsr_data.demo's split: astronaut and the 4 leftmost t1.jpg faces are training faces
+            if key == 'astronaut':
+                continue
+            if key == 't1':
+                faces = sorted(faces, key=lambda f: f['box'][0])[-2:]
         sources.append((key, img, faces))
     print(f'network: {name}; faces: {sum(len(f) for _, _, f in sources)} from {", ".join(k for k, _, _ in sources)}')
     print('rel   roll  faces  cut_gain_dB  resampled_gain_dB  cut_minus_resampled_dB')

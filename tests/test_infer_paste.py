@@ -81,7 +81,7 @@ def test_cut_face_at_another_upscale_is_pasted_on_the_output_grid():
 
 @pytest.mark.parametrize('kind', ['roll', 'small'])
 def test_resampled_face_is_pasted_where_it_was_taken(kind):
-    lm = _landmarks(scale=0.95, roll_deg=25) if kind == 'roll' else _landmarks(scale=0.7)
+    lm = _landmarks(scale=0.95, roll_deg=35) if kind == 'roll' else _landmarks(scale=0.7)
     out, (face, ), union, plain = _restore(lm)
     assert face['plan'] == 'resampled' and 'resampled once' in face['notes'][0]
     assert np.array_equal(out[union == 0], plain[union == 0])
