@@ -148,6 +148,7 @@ def test_option_files_build():
             assert weights == [1.0, 1.0, 0.5]
             assert LOSS_REGISTRY.get(train['key_region_opt']['type']) is WNetKeyRegionLoss
             assert train['key_region_opt']['mse_normalize'] == 'region'  # per-region mean (fsr_losses/wnet_loss.py)
+            assert net.use_checkpoint and net.checkpoint_tile_pixels > 0  # the memory saving (issue 16): on
         else:
             assert opt['val']['suffix'] is None
 
