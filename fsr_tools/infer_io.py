@@ -39,6 +39,16 @@ def _exif_orientation(path):
         return 1
 
 
+def _is_cmyk(path):
+    """True when PIL reads the file as CMYK (TIFF, JPEG); False when it cannot tell."""
+    try:
+        from PIL import Image
+        with Image.open(path) as im:
+            return im.mode == 'CMYK'
+    except Exception:  # noqa: BLE001  (any file PIL cannot open is simply not known to be CMYK)
+        return False
+
+
 def read_image(path):
     """Read a photo in its native layout and bit depth.
 
@@ -60,6 +70,11 @@ def read_image(path):
     if img is None:
         raise SkipImage('unreadable file (empty, corrupt or not an image format OpenCV can decode)')
     notes = []
+    if img.ndim == 3 and img.shape[2] == 4 and _is_cmyk(path):
+        # OpenCV returns the raw C, M, Y, K planes with IMREAD_UNCHANGED (they would pass for BGRA); its colour decode
+        # converts CMYK to BGR.
+        img = cv2.imdecode(data, cv2.IMREAD_COLOR)
+        notes.append('CMYK image: converted to RGB (written as RGB)')
     if img.ndim == 3 and img.shape[2] == 1:
         img = img[..., 0]
     if img.ndim == 3 and img.shape[2] == 2:  # gray + alpha

@@ -334,3 +334,18 @@ def test_help_imports_nothing_heavy():
             "print(sorted(m for m in ('torch', 'cv2', 'numpy', 'basicsr') if m in sys.modules))")
     out = subprocess.run([sys.executable, '-c', code], env=subprocess_env(), capture_output=True, text=True, check=True)
     assert out.stdout.strip() == '[]'
+
+
+def test_cmyk_tiff_is_read_as_rgb_not_as_rgba(tmp_path):
+    """OpenCV's IMREAD_UNCHANGED returns a CMYK TIFF's raw planes, which pass for BGRA: the reader converts them."""
+    from PIL import Image
+    from skimage import data
+
+    from fsr_tools import infer_io
+    rgb = data.astronaut()[:48, :40]
+    path = str(tmp_path / 'cmyk.tif')
+    Image.fromarray(rgb).convert('CMYK').save(path)
+    img, notes = infer_io.read_image(path)
+    expected = np.array(Image.open(path).convert('RGB'))[..., ::-1]  # PIL's own CMYK -> RGB, as BGR
+    assert img.shape == expected.shape and np.abs(img.astype(int) - expected).max() <= 1
+    assert any('CMYK' in n for n in notes) and not any('RGBA' in n for n in notes)
