@@ -6,6 +6,7 @@ Usage::
     python scripts/bench_wnet.py                        # all configurations, x4 (32->128) and x8 (16->128)
     python scripts/bench_wnet.py --configs paper paper_save --scales 4 --no-latency
     python scripts/bench_wnet.py --time-ratio --scales 4 --repeats 1     # training step, saving on vs off, one process
+    python scripts/bench_wnet.py --flops-ratio --scales 4                # FLOPs of a training step, saving on vs off
 
 Configurations: ``paper`` (fsr_arch.wnet_arch.PAPER_CONFIGS: the W path reaches 8x the HR size, 1024x1024 maps for a
 128x128 face), ``paper_save`` (the same with the memory saving ``use_checkpoint: true``: strip-wise W path +
@@ -24,6 +25,8 @@ Each (configuration, scale) row is measured in a fresh Python process (``--case`
   so it is the tensor memory a device allocator would hold at its peak (allocator caching, cuDNN workspaces and
   framework overhead come on top). Training: forward + backward in fp32 (parameters, gradients, activations and
   temporaries; no optimizer state: Adam adds 2 x the parameter bytes). Inference: one forward under ``no_grad``.
+- ``--flops-ratio``: FLOPs of one training step at batch 1 (``FlopCounterMode`` on the meta device, recomputation
+  included) with the saving off and on.
 - ``--time-ratio``: one process, the same weights and input; ``--repeats`` training steps (forward + backward, batch 1,
   after no warm-up) with the saving off, then on; median wall and process CPU seconds and the on/off ratios.
 """
@@ -122,6 +125,24 @@ def time_ratio(args):
             flush=True)
 
 
+def flops_ratio(args):
+    from torch.utils.flop_counter import FlopCounterMode
+    for scale in args.scales:
+        total = {}
+        for on in (False, True):
+            net = build(scale, 'paper', 'meta').train()
+            net.use_checkpoint = on
+            x = torch.rand(1, 3, args.hr // scale, args.hr // scale, device='meta')
+            with FlopCounterMode(display=False) as counter:
+                sr, parsing = net(x, return_parsing=True)
+                (sr.square().mean() + parsing.square().mean()).backward()
+            total[on] = counter.get_total_flops()
+        print(
+            f'x{scale} HR {args.hr}: training step FLOPs (forward + backward, with recomputation) off '
+            f'{total[False] / 1e9:.0f} G, on {total[True] / 1e9:.0f} G, ratio on/off {total[True] / total[False]:.2f}',
+            flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--configs', nargs='+', default=list(CONFIGS), choices=list(CONFIGS))
@@ -133,6 +154,7 @@ def main():
     parser.add_argument('--no-latency', action='store_true')
     parser.add_argument('--no-memory', action='store_true')
     parser.add_argument('--time-ratio', action='store_true', help='time a training step with the saving off and on')
+    parser.add_argument('--flops-ratio', action='store_true', help='count training-step FLOPs, saving off and on')
     parser.add_argument('--case', nargs=2, metavar=('CONFIG', 'SCALE'), help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -142,6 +164,8 @@ def main():
           f'HR {args.hr}x{args.hr}, batch 1')
     if args.time_ratio:
         return time_ratio(args)
+    if args.flops_ratio:
+        return flops_ratio(args)
     print('| config | scale | params (M) | GFLOPs | CPU latency (s) | peak train memory / face (GiB) '
           '| peak inference memory / face (GiB) |')
     print('|---|---|---|---|---|---|---|')
