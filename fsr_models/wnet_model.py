@@ -6,7 +6,7 @@ is present under ``train``:
 
 - ``pixel_opt``: e.g. ``{type: MSELoss, loss_weight: 1.0}`` on (SR, gt);
 - ``parsing_opt``: e.g. ``{type: MSELoss, loss_weight: 1.0}`` on (predicted parsing map, binary target);
-- ``key_region_opt``: e.g. ``{type: WNetKeyRegionLoss, loss_weight: 0.5, vgg_path: ...}`` on (SR, gt, component masks).
+- ``key_region_opt``: e.g. ``{type: WNetKeyRegionLoss, loss_weight: 0.5, vgg_weights_path: ...}`` on (SR, gt, masks).
 
 Data keys (``FSRFaceDataset`` with ``return_binary_parsing`` and ``return_component_masks``): ``lq``, ``gt``,
 ``parsing_bin_lq`` / ``parsing_bin_gt`` (1-channel binary skin maps) and ``masks`` (4, H, W).
