@@ -188,7 +188,12 @@ class ConvSelfAttention(nn.Module):
     def qkv_maps(self, x):
         """Return q, k, v as (N, heads, C/heads, H*W) tensors (eq. 2-4 / eq. 20)."""
         n, c, h, w = x.shape
-        qkv = self.qkv_dwconv(self.qkv(x)) if self.order == 'pw_first' else self.qkv(self.qkv_dwconv(x))
+        if self.order == 'pw_first':
+            qkv = self.qkv_dwconv(self.qkv(x))
+        else:
+            dw = self.qkv_dwconv(x)  # (N, 3C, H, W): channel 3i + j is input channel i's depth-wise kernel for q/k/v j
+            # group j = every input channel's kernel j, so that each of the three 1x1 convs (groups=3) mixes all C maps
+            qkv = self.qkv(dw.reshape(n, c, 3, h, w).transpose(1, 2).reshape(n, 3 * c, h, w))
         return [t.reshape(n, self.num_heads, c // self.num_heads, h * w) for t in qkv.chunk(3, dim=1)]
 
     def forward(self, x):

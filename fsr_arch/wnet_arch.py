@@ -234,10 +234,8 @@ class SCABAttention(ConvSelfAttention):
     """SCAB's self-attention (eq. 20-21): ``Q, K, V = f1x1(f_dconv3x3(F))``, ``Softmax(Q K / sqrt(d)) V``, 4 heads.
 
     It is :class:`fsr_arch.common.ConvSelfAttention` with W-Net's order (``'dw_first'``: the depth-wise 3x3 first,
-    eq. 20) and the paper's ``1/sqrt(d)`` scaling (eq. 21), with one correction: the 1x1 conv of each of Q, K and V
-    sees the depth-wise outputs of every input channel (``f1x1`` mixes all C channels). ``ConvSelfAttention``'s
-    ``dw_first`` layout feeds each of the three 1x1 groups the depth-wise outputs of only a third of the input channels
-    (its depth-wise conv interleaves the q, k, v kernels of a channel); :meth:`qkv_maps` regroups them first.
+    eq. 20) and the paper's ``1/sqrt(d)`` scaling (eq. 21); the 1x1 conv of each of Q, K and V sees the depth-wise
+    outputs of every input channel (``f1x1`` mixes all C channels).
 
     Channel or spatial maps (the paper is ambiguous; ``mode``, default ``'channel'``). For ``'spatial'`` (HW x HW maps):
     it is the literal reading of "global attention weights from different positions". For ``'channel'`` (C/4 x C/4
@@ -255,15 +253,6 @@ class SCABAttention(ConvSelfAttention):
 
     def __init__(self, num_feat, num_heads=4, mode='channel', scaling='sqrt_d', order='dw_first'):
         super().__init__(num_feat, num_heads, order=order, mode=mode, scaling=scaling)
-
-    def qkv_maps(self, x):
-        if self.order != 'dw_first':
-            return super().qkv_maps(x)
-        n, c, h, w = x.shape
-        dw = self.qkv_dwconv(x)  # (N, 3C, H, W): channel 3i + j is input channel i's depth-wise kernel for q/k/v j
-        dw = dw.reshape(n, c, 3, h, w).transpose(1, 2).reshape(n, 3 * c, h, w)  # group j: every channel's kernel j
-        qkv = self.qkv(dw)  # three 1x1 convs (groups=3), each over all C depth-wise maps
-        return [t.reshape(n, self.num_heads, c // self.num_heads, h * w) for t in qkv.chunk(3, dim=1)]
 
 
 class SCAB(nn.Module):

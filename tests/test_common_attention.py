@@ -9,7 +9,8 @@ length of the dot products; or L2-normalized q, k times the per-head temperature
 
 Bugs this file catches (each planted once in a copy of ``common.py``, see the helper's report): softmax over the query
 axis instead of the keys; 1/sqrt of the other dimension (C/heads instead of H*W and back); no scaling; the temperature
-dropped or the L2 norm taken along the wrong axis; the conv order swapped; q and k swapped.
+dropped or the L2 norm taken along the wrong axis; the conv order swapped; q and k swapped; in ``dw_first``, each of
+q, k, v mixing the depth-wise maps of only a third of the input channels (wrong grouping).
 """
 import itertools
 import math
@@ -76,7 +77,10 @@ def reference_attention(x, weights, num_heads, order='pw_first', mode='channel',
     if order == 'pw_first':
         qkv = dwconv3x3(conv1x1(x, weights['pw']), weights['dw'])
     else:
-        qkv = conv1x1(dwconv3x3(x, weights['dw']), weights['pw'], groups=3)
+        # eq. 20, for each of Q, K, V (j = 0, 1, 2): its own depth-wise 3x3 kernel on every input channel (the module's
+        # depth-wise output 3i + j is input channel i's kernel j), then its own 1x1 conv over all C of those maps.
+        dw = dwconv3x3(x, weights['dw'])
+        qkv = torch.cat([conv1x1(dw[:, j::3], weights['pw'][j * c:(j + 1) * c]) for j in range(3)], dim=1)
     q, k, v = qkv[:, :c], qkv[:, c:2 * c], qkv[:, 2 * c:]
     dh = c // num_heads
     out = x.new_zeros(n, c, h * w)
