@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's main job, on a fresh machine: install, build the demo faces from photos that installed packages ship,
 # train the four face networks and three generic BasicSR networks of the same cost (EDSR, RCAN, SwinIR) briefly on the
-# CPU (small widths, options/demo/), then benchmark them against bicubic on the held-out demo faces. Results: results/demo_x4/benchmark.md (+ CSV) and results/demo_x4/grid.png;
+# CPU (small widths, options/demo/), then benchmark them against bicubic on the held-out demo faces; then a TANet
+# trained on realistic degradations (blur, noise, JPEG) against the bicubic-trained one on medium-degraded faces. Results: results/demo_x4/benchmark.md (+ CSV) and results/demo_x4/grid.png;
 # checkpoints: experiments/<Net>_demo_x4/models/net_g_latest.pth (used by fsr-benchmark and fsr-infer).
 # Usage: bash scripts/demo.sh [--skip-install]
 set -euo pipefail
@@ -32,3 +33,12 @@ for net in $NETS; do
 done
 fsr-benchmark --data demo_data/test --scale 4 --out results/demo_x4 --grid-faces 3 "${args[@]}"
 cat results/demo_x4/benchmark.md
+
+echo "== real low-quality faces: TANet trained on Real-ESRGAN-style degradations, tested on medium-degraded faces"
+rm -rf experiments/TANet_real_demo_x4
+fsr-train -opt options/demo/train_tanet_real_demo_x4.yml
+fsr-degrade --data demo_data/test --scale 4 --level medium --seed 0 --out demo_data/test_medium_x4 --overwrite
+fsr-benchmark --data demo_data/test_medium_x4 --scale 4 --out results/demo_medium_x4 --grid-faces 3 \
+  --net "TANet=experiments/TANet_demo_x4/models/net_g_latest.pth" \
+  --net "TANet-real=experiments/TANet_real_demo_x4/models/net_g_latest.pth"
+cat results/demo_medium_x4/benchmark.md
