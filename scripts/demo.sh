@@ -3,7 +3,8 @@
 # train the four face networks and three generic BasicSR networks of the same cost (EDSR, RCAN, SwinIR) briefly on the
 # CPU (small widths, options/demo/), then benchmark them against bicubic on the held-out demo faces; then a TANet
 # trained on realistic degradations (blur, noise, JPEG) against the bicubic-trained one on medium-degraded faces.
-# Results: results/demo_x4/benchmark.md (+ CSV) and grid.png, results/demo_medium_x4/ (degraded faces); checkpoints: experiments/<Net>_demo_x4/models/net_g_latest.pth (used by fsr-benchmark and fsr-infer).
+# Results: results/demo_x4/benchmark.md (+ CSV) and grid.png, results/demo_medium_x4/ (degraded faces);
+# checkpoints: experiments/<Net>_demo_x4/models/net_g_latest.pth (used by fsr-benchmark and fsr-infer).
 # Usage: bash scripts/demo.sh [--skip-install]
 set -euo pipefail
 cd "$(dirname "$0")/.."
