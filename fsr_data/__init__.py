@@ -1,25 +1,9 @@
 """The plugin's datasets (DATASET_REGISTRY): every ``*_dataset.py`` module here registers itself.
 
-Importing the package itself is light, so that ``fsr-prepare --help`` (``fsr_data.prepare``) starts without torch or
-basicsr: the dataset modules are imported, and so registered, by :func:`register`, which the plugin's loader
-(:func:`fsr_utils.plugin.load`, run by the import hook whenever a process imports basicsr) calls, and which runs here
-at once when basicsr is already imported.
+Importing the package is light (``fsr-prepare --help`` starts without torch or basicsr): the modules are imported, and
+so registered, by ``register()`` (:func:`fsr_utils.plugin.lazy_registration`), which the plugin loader calls whenever a
+process imports basicsr.
 """
-import sys
+from fsr_utils.plugin import lazy_registration
 
-_modules = None
-
-
-def register():
-    """Import (and so register) every dataset module of the package. Idempotent; returns the modules."""
-    global _modules
-    if _modules is None:
-        from fsr_utils import compat
-        compat.install_torchvision_shim()
-        from fsr_utils.plugin import import_modules
-        _modules = import_modules(__name__, __file__, '_dataset')
-    return _modules
-
-
-if 'basicsr' in sys.modules:
-    register()
+register = lazy_registration(__name__, __file__, '_dataset')

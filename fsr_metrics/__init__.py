@@ -1,8 +1,9 @@
-"""The plugin's metrics (METRIC_REGISTRY): every ``*_metric.py`` module here registers itself."""
-from fsr_utils import compat
+"""The plugin's metrics (METRIC_REGISTRY): every ``*_metric.py`` module here registers itself.
 
-compat.install_torchvision_shim()
+Importing the package is light (``fsr-benchmark --help`` starts without torch or basicsr): the modules are imported, and
+so registered, by ``register()`` (:func:`fsr_utils.plugin.lazy_registration`), which the plugin loader calls whenever a
+process imports basicsr.
+"""
+from fsr_utils.plugin import lazy_registration
 
-from fsr_utils.plugin import import_modules  # noqa: E402
-
-_modules = import_modules(__name__, __file__, '_metric')
+register = lazy_registration(__name__, __file__, '_metric')

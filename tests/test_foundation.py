@@ -5,6 +5,7 @@ import os
 import pytest
 import re
 import shutil
+import subprocess
 import sys
 import torch
 from helpers import (console_script, make_face_dataset, read_losses, run_command, run_fsr_train, subprocess_env,
@@ -193,3 +194,20 @@ def test_a_broken_plugin_names_itself_when_basicsr_is_imported(tmp_path):
 def test_missing_options_file_is_a_clear_error(tmp_path):
     proc = run_command([console_script('fsr-train'), '-opt', 'nope.yml'], tmp_path, check=False)
     assert proc.returncode != 0 and 'options file nope.yml does not exist' in proc.stderr
+
+
+@pytest.mark.parametrize('module,flag', [('fsr_data.prepare', '--recipe'), ('fsr_metrics.benchmark', '--paper'),
+                                         ('fsr_tools.infer_cli', '--upscale')])
+def test_console_script_help_imports_nothing_heavy(module, flag):
+    """``fsr-prepare/fsr-benchmark/fsr-infer --help`` through their real entry points (package imports included) print
+    the options without importing torch or basicsr (the packages register their classes lazily)."""
+    code = (f'import sys\nfrom {module} import main\n'
+            'try:\n    main(["--help"])\nexcept SystemExit:\n    pass\n'
+            'print("HEAVY", sorted(k for k in ("torch", "basicsr", "torchvision", "cv2") if k in sys.modules))\n')
+    res = subprocess.run([sys.executable, '-c', code],
+                         capture_output=True,
+                         text=True,
+                         timeout=120,
+                         env=subprocess_env())
+    assert res.returncode == 0, res.stderr
+    assert flag in res.stdout and 'HEAVY []' in res.stdout, res.stdout[-500:]

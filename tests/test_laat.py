@@ -267,10 +267,10 @@ def test_laat_options_build_the_paper_network(path):
     if os.path.basename(path).startswith('train'):
         train = opt['train']
         assert train['optim_g'] == {'type': 'AdamW', 'lr': 4e-4, 'betas': [0.9, 0.99], 'weight_decay': 0.02}
-        assert opt['datasets']['train']['batch_size_per_gpu'] == 32
-        per_epoch = math.ceil(177000 / 32)
-        assert train['scheduler']['milestones'] == [20 * per_epoch * i for i in range(1, 5)]
-        assert train['scheduler']['gamma'] == 0.5 and train['total_iter'] == 100 * per_epoch
+        ds = opt['datasets']['train']
+        assert ds['total_batch_size'] == 32 and 'batch_size_per_gpu' not in ds
+        assert train['scheduler']['milestones_epochs'] == [20, 40, 60, 80]
+        assert train['scheduler']['gamma'] == 0.5 and train['total_epochs'] == 100
         assert train['pixel_opt']['type'] == 'L1Loss'
     else:
         assert opt['val']['suffix'] is None

@@ -92,8 +92,8 @@ def test_option_file_builds_at_the_paper_size(path):
         assert optim['type'] == 'Adam' and optim['lr'] == 2e-4 and optim['betas'] == [0.9, 0.999]
         assert optim['eps'] == 1e-8 and opt['train']['pixel_opt']['type'] == 'L1Loss'
         assert ds['use_rot'] and ds['use_hflip'] and ds['rot_mode'] == 'rot90'
-        epoch = math.ceil(3800 / ds['batch_size_per_gpu'])  # halved every 60 epochs of the 3800 training faces
-        assert sched['gamma'] == 0.5 and sched['milestones'] == [60 * epoch * k for k in range(1, 5)]
+        assert ds['total_batch_size'] == 16 and 'batch_size_per_gpu' not in ds  # halved every 60 epochs (paper)
+        assert sched['gamma'] == 0.5 and sched['milestones_epochs'] == [60, 120, 180, 240]
     else:
         assert opt['val']['suffix'] is None
 
