@@ -66,3 +66,14 @@ def test_tiny_baselines_super_resolve_and_speed_lists_them(tmp_path):
     assert '| EDSR | x4 | 8x8 -> 32x32 |' in out.read_text()
     with pytest.raises(KeyError, match='unknown baseline'):
         baselines.baseline_kwargs('VDSR', 4)
+
+
+def test_paper_baselines_train_exactly_like_the_aminet_file():
+    """Same data, batch, schedule, losses and validation as options/train_aminet_x4.yml: only the network differs."""
+    with open(os.path.join(REPO_ROOT, 'options', 'train_aminet_x4.yml')) as f:
+        reference = yaml.safe_load(f)
+    for name in baselines.BASELINES:
+        with open(os.path.join(REPO_ROOT, 'options', 'baselines', f'train_{name.lower()}_x4.yml')) as f:
+            opt = yaml.safe_load(f)
+        for key in ('datasets', 'train', 'val', 'scale', 'model_type', 'num_gpu', 'logger'):
+            assert opt[key] == reference[key], (name, key)
