@@ -9,7 +9,7 @@ mirrored and rescaled, written under the file names the real datasets use (as te
   and ``trainnames.txt``;
 - ``ROOT/FFHQ``: ``images1024x1024/00000/00000.png`` ... (numbered PNGs; 256x256 here to keep the dry run cheap).
 
-Usage: ``python scripts/make_fake_datasets.py /tmp/fsr_fake`` (an existing ROOT is left as it is unless ``--overwrite``).
+Usage: ``python scripts/make_fake_datasets.py /tmp/fsr_fake`` (an existing ROOT is kept unless ``--overwrite``).
 Nothing here is a measurement: the fake sets only check that the commands run.
 """
 import argparse
