@@ -79,7 +79,9 @@ METRICS = {
     'ID': ('higher', '{:.4f}'),
     'LMD': ('lower', '{:.2f}'),
     'FID': ('lower', '{:.2f}'),
+    'NIQE': ('lower', '{:.3f}'),
 }
+NIQE_MIN_SIZE = 192  # BasicSR's NIQE fits its model to 96x96 blocks: a single block (e.g. a 128x128 face) is degenerate
 
 
 def _load_plugin():
@@ -340,7 +342,9 @@ class MetricSuite:
                  lpips_net='alex',
                  face_metrics=True,
                  dlib_models=None,
-                 fid_weights=None):
+                 fid_weights=None,
+                 niqe=False,
+                 min_face_size=None):
         from fsr_metrics import face_metric as fm
         self.fm = fm
         self.crop_border, self.y_channel = crop_border, y_channel
@@ -372,6 +376,14 @@ class MetricSuite:
                 self.notes.append(f'FID left out: {err}')
         else:
             self.notes.append(f'FID left out: no `--fid-weights` (pytorch-fid\'s {fm.FID_WEIGHTS_FILE}).')
+        self.niqe = False
+        if niqe and min_face_size is not None and min_face_size - 2 * crop_border < NIQE_MIN_SIZE:
+            self.notes.append(f'NIQE left out: BasicSR\'s NIQE needs faces of at least {NIQE_MIN_SIZE}x{NIQE_MIN_SIZE} '
+                              f'after the crop border (two 96-pixel blocks each way); the smallest face here is '
+                              f'{min_face_size} pixels, crop border {crop_border}.')
+        elif niqe:
+            self.niqe = True
+            self.names += ['NIQE']
         self._hr_cache = {}
 
     def _hr_face(self, name, hr):
@@ -398,6 +410,9 @@ class MetricSuite:
             rgb = self.dlib.to_rgb(sr)
             res['ID'] = float(np.dot(self.dlib.descriptor(rgb, box), desc))
             res['LMD'] = float(np.linalg.norm(self.dlib.landmarks68(rgb, box) - marks, axis=1).mean())
+        if self.niqe:
+            from basicsr.metrics.niqe import calculate_niqe
+            res['NIQE'] = calculate_niqe(sr, self.crop_border, input_order='HWC', convert_to='y')
         return {k: float(v) for k, v in res.items()}
 
 
@@ -417,6 +432,9 @@ def protocol_text(args, source, num_faces, suite):
     if 'ID' in suite.names:
         lines.append('- ID: cosine of dlib\'s 128-d face descriptors of output and HR; LMD: mean distance (HR pixels) '
                      'of dlib\'s 68 landmarks; both from the face box dlib finds on the HR face (whole image if none).')
+    if 'NIQE' in suite.names:
+        lines.append('- NIQE: BasicSR\'s `calculate_niqe` (no reference: the output alone; Y channel, same crop); '
+                     'lower is more natural.')
     if 'FID' in suite.names:
         lines.append(f'- FID: pytorch-fid Inception (`{args.fid_weights}`), outputs vs HR faces, {num_faces} faces '
                      '(unreliable below a few thousand).')
@@ -543,6 +561,8 @@ def parse_args(argv=None):
     p.add_argument('--fid-weights', default=None, help='pytorch-fid pt_inception-2015-12-05-6726825d.pth')
     p.add_argument('--dlib-models', default=None, help='folder of dlib .dat files (default: face_recognition_models)')
     p.add_argument('--no-face-metrics', action='store_true', help='skip identity similarity and landmark distance')
+    niqe_help = f'add NIQE, a no-reference score of the output alone (faces of {NIQE_MIN_SIZE} px + 2 crop borders)'
+    p.add_argument('--niqe', action='store_true', help=niqe_help)
     p.add_argument('--grid-faces', type=int, default=4, help='faces shown in grid.png (0: no grid)')
     p.add_argument('--save-images', action='store_true', help='save every output under <out>/images/<method>/')
     p.add_argument('--device', default='auto', help='auto, cpu, cuda or cuda:N')
@@ -577,7 +597,8 @@ def run(args):
     if args.limit:
         faces = faces[:args.limit]
     suite = MetricSuite(args.scale, args.crop_border, not args.rgb, device, args.lpips_trunk, args.lpips_net,
-                        not args.no_face_metrics, args.dlib_models, args.fid_weights)
+                        not args.no_face_metrics, args.dlib_models, args.fid_weights, args.niqe,
+                        min(min(hr.shape[:2]) for _, hr, _ in faces))
     methods = ['Bicubic'] + [s['label'] for s in specs]
     per_face = {name: {} for name, _, _ in faces}
     outputs = {m: {} for m in methods}

@@ -265,3 +265,34 @@ def test_benchmark_module_imports_nothing_heavy(tmp_path):
             'print(sorted(m for m in ("torch", "cv2", "numpy", "basicsr") if m in sys.modules))')
     proc = run_command([sys.executable, '-c', code], tmp_path)
     assert proc.stdout.strip().splitlines()[-1] == '[]'
+
+
+def test_niqe_no_reference_score(tmp_path):
+    """--niqe adds BasicSR's NIQE of each output alone (equal to calculate_niqe of the bicubic output), and is left out
+    with a note naming the minimum size when the faces are too small for its 96-pixel blocks."""
+    from basicsr.metrics.niqe import calculate_niqe
+    from skimage import data
+    hr_dir = tmp_path / 'faces'
+    hr_dir.mkdir()
+    hr = cv2.resize(data.astronaut()[:, :, ::-1], (200, 200), interpolation=cv2.INTER_AREA)  # 192 + 2 borders
+    cv2.imwrite(str(hr_dir / 'a.png'), hr)
+    out = tmp_path / 'out'
+    benchmark.main([
+        '--data',
+        str(hr_dir), '--scale', '4', '--out',
+        str(out), '--grid-faces', '0', '--device', 'cpu', '--niqe', '--no-face-metrics'
+    ])
+    rows = _read_csv(out / 'benchmark_per_face.csv')
+    bic = benchmark.matlab_bicubic(benchmark.matlab_bicubic(hr, 0.25), 4)
+    assert float(rows[0]['NIQE']) == pytest.approx(calculate_niqe(bic, 4, input_order='HWC', convert_to='y'), rel=1e-6)
+    assert 'NIQE ↓' in (out / 'benchmark.md').read_text()
+    small = tmp_path / 'small'
+    small.mkdir()
+    cv2.imwrite(str(small / 'a.png'), cv2.resize(hr, (128, 128), interpolation=cv2.INTER_AREA))
+    benchmark.main([
+        '--data',
+        str(small), '--scale', '4', '--out',
+        str(tmp_path / 'out2'), '--grid-faces', '0', '--device', 'cpu', '--niqe', '--no-face-metrics'
+    ])
+    md = (tmp_path / 'out2' / 'benchmark.md').read_text()
+    assert 'NIQE left out' in md and '192x192' in md and 'NIQE ↓' not in md
