@@ -10,10 +10,23 @@ from torch.nn import functional as F
 
 
 class FSROptimizerMixin:
-    """Accept every optimizer of ``torch.optim`` by its class name (BasicSR 1.4.2 only knows ``Adam``).
+    """Two fixes of BasicSR 1.4.2's training step shared by every model of the plugin.
 
-    ``optim_g: {type: AdamW, lr: 4e-4, betas: [0.9, 0.99], weight_decay: 0.02}`` builds ``torch.optim.AdamW``.
+    - Accept every optimizer of ``torch.optim`` by its class name (BasicSR 1.4.2 only knows ``Adam``):
+      ``optim_g: {type: AdamW, lr: 4e-4, betas: [0.9, 0.99], weight_decay: 0.02}`` builds ``torch.optim.AdamW``.
+    - ``ema_decay``: BasicSR's ``model_ema`` averages the parameters only, so the buffers of ``net_g_ema`` (BatchNorm's
+      running mean and variance: W-Net's resamplers) stay at their initial values and the EMA network, which
+      ``fsr-benchmark`` and ``fsr-infer`` prefer (``params_ema``), is broken. Here the buffers follow ``net_g`` (copied
+      each step, as timm's ``ModelEmaV2`` does for non-float buffers and torch's ``AveragedModel`` with
+      ``use_buffers=False``).
     """
+
+    def model_ema(self, decay=0.999):
+        super().model_ema(decay)
+        net_g = self.get_bare_model(self.net_g)
+        with torch.no_grad():
+            for buf_ema, buf in zip(self.net_g_ema.buffers(), net_g.buffers()):
+                buf_ema.copy_(buf)
 
     def get_optimizer(self, optim_type, params, lr, **kwargs):
         optim_cls = getattr(torch.optim, optim_type, None)

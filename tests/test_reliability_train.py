@@ -382,3 +382,26 @@ def test_resumed_training_continues_the_data_order(tmp_path, data):
     resumed = torch.load(exp / 'models' / 'net_g_6.pth', weights_only=True)['params']
     for key in uninterrupted:
         assert torch.equal(uninterrupted[key], resumed[key]), key
+
+
+def test_ema_network_follows_the_batchnorm_statistics(tmp_path, data):
+    """BasicSR's model_ema averages parameters only: net_g_ema's BatchNorm running statistics stayed at their initial
+    values (a W-Net trained with ema_decay scored ~10 dB through params_ema). FSRModel's EMA copies the buffers."""
+    opt = _in_process_opt(tmp_path, data, name='tiny_ema')
+    opt['train']['ema_decay'] = 0.9
+    model = build_model(opt)
+    torch.manual_seed(0)
+    model.net_g = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.BatchNorm2d(4))
+    model.net_g_ema = copy.deepcopy(model.net_g)
+    ema_weight = model.net_g_ema[0].weight.detach().clone()
+    model.net_g.train()
+    model.net_g(torch.rand(2, 3, 8, 8) * 5 + 3)  # moves the running statistics
+    with torch.no_grad():
+        model.net_g[0].weight.add_(1.0)
+    model.model_ema(0.9)
+    bn, bn_ema = model.net_g[1], model.net_g_ema[1]
+    assert not torch.equal(bn.running_mean, torch.zeros(4))
+    assert torch.equal(bn_ema.running_mean, bn.running_mean) and torch.equal(bn_ema.running_var, bn.running_var)
+    assert int(bn_ema.num_batches_tracked) == 1
+    # the parameters are still averaged, not copied
+    torch.testing.assert_close(model.net_g_ema[0].weight, 0.9 * ema_weight + 0.1 * model.net_g[0].weight)
