@@ -141,7 +141,8 @@ def test_option_files_build():
                 'eps': 1e-8,
                 'weight_decay': 0
             }
-            assert opt['datasets']['train']['batch_size_per_gpu'] == 4
+            ds = opt['datasets']['train']
+            assert ds['total_batch_size'] == 4 and 'batch_size_per_gpu' not in ds  # the paper's batch, on any GPUs
             assert opt['datasets']['train']['return_binary_parsing'] and opt['datasets']['train'][
                 'return_component_masks']
             weights = [train[k]['loss_weight'] for k in ('pixel_opt', 'parsing_opt', 'key_region_opt')]
