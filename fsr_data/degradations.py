@@ -284,43 +284,17 @@ def degrade(img_hr, scale, opt, seed, return_params=False):
 
 
 # ------------------------------------------------------------------------------------------------ degraded test set
-def _read_lmdb(path):
-    import lmdb
-    with open(osp.join(path, 'meta_info.txt')) as f:
-        keys = [line.split(' ')[0].split('.')[0] for line in f if line.strip()]
-    env = lmdb.open(path, readonly=True, lock=False, readahead=False)
-    images = {}
-    with env.begin(write=False) as txn:
-        for key in keys:
-            buf = txn.get(key.encode('ascii'))
-            if buf is None:
-                raise KeyError(f'{path}: key {key} of meta_info.txt is not in data.mdb (incomplete LMDB).')
-            images[key] = cv2.imdecode(np.frombuffer(buf, np.uint8), cv2.IMREAD_COLOR)
-    env.close()
-    return images
-
-
-def _read_folder(path):
-    images = {}
-    for name in sorted(os.listdir(path)):
-        if name.lower().endswith(('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')):
-            img = cv2.imread(osp.join(path, name), cv2.IMREAD_COLOR)
-            if img is None:
-                raise ValueError(f'cannot read image {osp.join(path, name)}')
-            images[osp.splitext(name)[0]] = img
-    return images
-
-
 def read_hr_faces(data):
     """HR faces ``{key: BGR uint8}`` of a dataset folder (``hr.lmdb`` or ``hr/``) or a plain folder of face images."""
     if not osp.isdir(data):
         raise FileNotFoundError(f'--data {data} is not a folder.')
+    from fsr_data.lmdb_io import read_folder_images, read_lmdb_images
     if osp.isdir(osp.join(data, 'hr.lmdb')):
-        faces = _read_lmdb(osp.join(data, 'hr.lmdb'))
+        faces = read_lmdb_images(osp.join(data, 'hr.lmdb'), cv2.IMREAD_COLOR)
     elif osp.isdir(osp.join(data, 'hr')):
-        faces = _read_folder(osp.join(data, 'hr'))
+        faces = read_folder_images(osp.join(data, 'hr'), cv2.IMREAD_COLOR)
     else:
-        faces = _read_folder(data)
+        faces = read_folder_images(data, cv2.IMREAD_COLOR)
     if not faces:
         raise ValueError(f'no HR faces in {data} (expected hr.lmdb, hr/ or image files).')
     return faces

@@ -1,4 +1,4 @@
-"""Writing BasicSR-format LMDBs (``data.mdb`` + ``meta_info.txt``) that a rerun can continue.
+"""Writing BasicSR-format LMDBs (``data.mdb`` + ``meta_info.txt``) that a rerun can continue, and reading whole ones.
 
 BasicSR's ``make_lmdb_from_imgs`` writes everything in one go and leaves a partial ``.lmdb`` behind when it fails.
 Here the key/value pairs go in through transactions (an interrupted transaction leaves nothing), a key that is already
@@ -103,3 +103,40 @@ def write_lmdb(lmdb_path, images, compress_level=1, fmt='png'):
     writer.close()
     write_meta_info(lmdb_path, entries, compress_level, fmt)
     return lmdb_path
+
+
+IMG_EXTS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
+
+
+def read_lmdb_images(path, flag=cv2.IMREAD_UNCHANGED):
+    """All images of a BasicSR-format LMDB (``meta_info.txt`` + ``data.mdb``) as ``{key: ndarray}``, decoded with
+    ``flag``; a clear error when the LMDB is not one or lacks a key of its ``meta_info.txt``."""
+    meta = osp.join(path, 'meta_info.txt')
+    if not osp.isfile(meta):
+        raise FileNotFoundError(f'{meta} is missing: {path} is not a BasicSR-format LMDB.')
+    with open(meta) as f:
+        keys = [line.split(' ')[0].split('.')[0] for line in f if line.strip()]
+    images = {}
+    env = lmdb.open(path, readonly=True, lock=False, readahead=False)
+    try:
+        with env.begin(write=False) as txn:
+            for key in keys:
+                buf = txn.get(key.encode('ascii'))
+                if buf is None:
+                    raise KeyError(f'{path}: key {key} of meta_info.txt is not in the LMDB (incomplete LMDB).')
+                images[key] = cv2.imdecode(np.frombuffer(buf, np.uint8), flag)
+    finally:
+        env.close()
+    return images
+
+
+def read_folder_images(path, flag=cv2.IMREAD_UNCHANGED):
+    """All images of a folder (not recursive) as ``{file stem: ndarray}``, decoded with ``flag``."""
+    images = {}
+    for name in sorted(os.listdir(path)):
+        if name.lower().endswith(IMG_EXTS):
+            img = cv2.imread(osp.join(path, name), flag)
+            if img is None:
+                raise ValueError(f'cannot read image {osp.join(path, name)}')
+            images[osp.splitext(name)[0]] = img
+    return images

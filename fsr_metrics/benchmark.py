@@ -67,8 +67,6 @@ np = _LazyModule('numpy')
 torch = _LazyModule('torch')
 yaml = _LazyModule('yaml')
 
-IMG_EXTS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
-
 # name, better ('higher'/'lower'), format
 METRICS = {
     'PSNR': ('higher', '{:.2f}'),
@@ -92,34 +90,14 @@ def _load_plugin():
 # -------------------------------------------------------------------------------------------------------------- data
 def read_lmdb(path):
     """All images of a BasicSR-format LMDB (``meta_info.txt`` + ``data.mdb``) as ``{key: BGR/gray uint8}``."""
-    import lmdb
-    meta = os.path.join(path, 'meta_info.txt')
-    if not os.path.isfile(meta):
-        raise FileNotFoundError(f'{meta} is missing: {path} is not a BasicSR-format LMDB.')
-    with open(meta) as f:
-        keys = [line.split(' ')[0].split('.')[0] for line in f if line.strip()]
-    images = {}
-    env = lmdb.open(path, readonly=True, lock=False, readahead=False)
-    with env.begin(write=False) as txn:
-        for key in keys:
-            buf = txn.get(key.encode('ascii'))
-            if buf is None:
-                raise KeyError(f'{path}: key {key} of meta_info.txt is not in the LMDB.')
-            images[key] = cv2.imdecode(np.frombuffer(buf, np.uint8), cv2.IMREAD_UNCHANGED)
-    env.close()
-    return images
+    from fsr_data.lmdb_io import read_lmdb_images
+    return read_lmdb_images(path)
 
 
 def read_folder(path):
     """All images of a folder (non-recursive) as ``{file stem: BGR/gray uint8}``."""
-    images = {}
-    for file in sorted(os.listdir(path)):
-        if file.lower().endswith(IMG_EXTS):
-            img = cv2.imread(os.path.join(path, file), cv2.IMREAD_UNCHANGED)
-            if img is None:
-                raise ValueError(f'cannot read image {os.path.join(path, file)}')
-            images[os.path.splitext(file)[0]] = img
-    return images
+    from fsr_data.lmdb_io import read_folder_images
+    return read_folder_images(path)
 
 
 def _to_bgr8(img):
