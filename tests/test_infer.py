@@ -328,7 +328,6 @@ def test_help_imports_nothing_heavy():
     """``fsr-infer --help`` (the console script's module) imports neither torch, OpenCV, numpy nor basicsr."""
     import subprocess
     import sys
-
     from helpers import subprocess_env
     code = ('import sys\nfrom fsr_tools import infer_cli\ninfer_cli.build_parser().format_help()\n'
             "print(sorted(m for m in ('torch', 'cv2', 'numpy', 'basicsr') if m in sys.modules))")
