@@ -376,14 +376,16 @@ def _matlab_matrix(in_len, scale):
     """
     key = (in_len, scale)
     if key not in _MATLAB_MATRICES:
+        # built on the CPU whatever the default device (a ``torch.device('meta')`` context would cache meta tensors)
+        cpu = torch.device('cpu')
         out_len = in_len * scale
-        u = torch.arange(1, out_len + 1, dtype=torch.float64) / scale + 0.5 * (1 - 1 / scale)
-        taps = torch.floor(u - 2)[:, None] + torch.arange(6, dtype=torch.float64)[None]
+        u = torch.arange(1, out_len + 1, dtype=torch.float64, device=cpu) / scale + 0.5 * (1 - 1 / scale)
+        taps = torch.floor(u - 2)[:, None] + torch.arange(6, dtype=torch.float64, device=cpu)[None]
         weights = _matlab_cubic(u[:, None] - taps)
         weights = weights / weights.sum(dim=1, keepdim=True)
-        mirror = torch.cat([torch.arange(in_len), torch.arange(in_len - 1, -1, -1)])
+        mirror = torch.cat([torch.arange(in_len, device=cpu), torch.arange(in_len - 1, -1, -1, device=cpu)])
         index = mirror[(taps.long() - 1) % (2 * in_len)]
-        matrix = torch.zeros(out_len, in_len, dtype=torch.float64)
+        matrix = torch.zeros(out_len, in_len, dtype=torch.float64, device=cpu)
         matrix.scatter_add_(1, index, weights)
         _MATLAB_MATRICES[key] = matrix
     return _MATLAB_MATRICES[key]
