@@ -268,3 +268,42 @@ def save_small_vgg19(path, num_layers=9):
     state = make_layers(cfgs['E'])[:num_layers].state_dict()
     torch.save({f'features.{k}': v for k, v in state.items()}, str(path))
     return str(path)
+
+
+def tiny_test_opt(name, network_g, data, checkpoint, scale=4):
+    """A BasicSR test option dict (``fsr-test`` / ``python -m basicsr.test``) of a checkpoint on a dataset made by
+    :func:`make_face_dataset`: Y-channel PSNR with crop_border = scale, images saved."""
+    return {
+        'name': name,
+        'model_type': 'FSRModel',
+        'scale': scale,
+        'num_gpu': 0,
+        'manual_seed': 0,
+        'datasets': {
+            'test_1': {
+                'name': 'tiny',
+                'type': 'PairedImageDataset',
+                'dataroot_gt': data['hr'],
+                'dataroot_lq': data[f'lr_x{scale}'],
+                'io_backend': {
+                    'type': 'lmdb'
+                }
+            }
+        },
+        'network_g': dict(network_g),
+        'path': {
+            'pretrain_network_g': str(checkpoint),
+            'strict_load_g': True
+        },
+        'val': {
+            'save_img': True,
+            'suffix': None,
+            'metrics': {
+                'psnr': {
+                    'type': 'calculate_psnr',
+                    'crop_border': scale,
+                    'test_y_channel': True
+                }
+            }
+        },
+    }

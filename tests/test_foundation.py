@@ -9,7 +9,7 @@ import subprocess
 import sys
 import torch
 from helpers import (console_script, make_face_dataset, read_losses, run_command, run_fsr_train, subprocess_env,
-                     tiny_train_opt, write_opt)
+                     tiny_test_opt, tiny_train_opt, write_opt)
 
 PLUGIN_PACKAGES = ('fsr_arch', 'fsr_data', 'fsr_losses', 'fsr_metrics', 'fsr_models', 'fsr_utils')
 REGISTRIES = ('ARCH_REGISTRY', 'DATASET_REGISTRY', 'LOSS_REGISTRY', 'METRIC_REGISTRY', 'MODEL_REGISTRY')
@@ -98,40 +98,7 @@ def test_fsr_train_resume_and_fsr_test_on_cpu(tmp_path, data):
     assert (exp / 'models' / 'net_g_9.pth').is_file()
     assert len(read_losses(tmp_path, 'tiny_resume')['l_pix']) == 9
 
-    test_opt = {
-        'name': 'tiny_test',
-        'model_type': 'FSRModel',
-        'scale': 4,
-        'num_gpu': 0,
-        'manual_seed': 0,
-        'datasets': {
-            'test_1': {
-                'name': 'tiny',
-                'type': 'PairedImageDataset',
-                'dataroot_gt': data['hr'],
-                'dataroot_lq': data['lr_x4'],
-                'io_backend': {
-                    'type': 'lmdb'
-                }
-            }
-        },
-        'network_g': tiny_net(4),
-        'path': {
-            'pretrain_network_g': str(exp / 'models' / 'net_g_9.pth'),
-            'strict_load_g': True
-        },
-        'val': {
-            'save_img': True,
-            'suffix': None,
-            'metrics': {
-                'psnr': {
-                    'type': 'calculate_psnr',
-                    'crop_border': 4,
-                    'test_y_channel': True
-                }
-            }
-        },
-    }
+    test_opt = tiny_test_opt('tiny_test', tiny_net(4), data, exp / 'models' / 'net_g_9.pth')
     path = write_opt(test_opt, tmp_path / 'test.yml')
     proc = run_command([console_script('fsr-test'), '-opt', path], tmp_path)
     assert re.search(r'# psnr: \d+\.\d+', proc.stderr + proc.stdout)

@@ -9,7 +9,8 @@ import pytest
 import re
 import sys
 import torch
-from helpers import make_face_dataset, run_command, run_fsr_train, subprocess_env, tiny_train_opt, write_opt
+from helpers import (make_face_dataset, run_command, run_fsr_train, subprocess_env, tiny_test_opt, tiny_train_opt,
+                     write_opt)
 
 from fsr_utils import compat
 
@@ -313,39 +314,7 @@ def test_python_m_basicsr_train_and_test(tmp_path, data):
     assert 'Network [TANet] is created.' in out and re.search(r'Batch size per gpu: 4\b', out)
     ckpt = tmp_path / 'experiments' / 'tiny_m' / 'models' / 'net_g_2.pth'
     assert ckpt.is_file() and (tmp_path / 'tb_logger' / 'tiny_m').is_dir()
-    test_opt = {
-        'name': 'tiny_m_test',
-        'model_type': 'FSRModel',
-        'scale': 4,
-        'num_gpu': 0,
-        'datasets': {
-            'test_1': {
-                'name': 'tiny',
-                'type': 'PairedImageDataset',
-                'dataroot_gt': data['hr'],
-                'dataroot_lq': data['lr_x4'],
-                'io_backend': {
-                    'type': 'lmdb'
-                }
-            }
-        },
-        'network_g': tiny_net(),
-        'path': {
-            'pretrain_network_g': str(ckpt),
-            'strict_load_g': True
-        },
-        'val': {
-            'save_img': True,
-            'suffix': None,
-            'metrics': {
-                'psnr': {
-                    'type': 'calculate_psnr',
-                    'crop_border': 4,
-                    'test_y_channel': True
-                }
-            }
-        },
-    }
+    test_opt = tiny_test_opt('tiny_m_test', tiny_net(), data, ckpt)
     path = write_opt(test_opt, tmp_path / 'test.yml')
     proc = run_command([sys.executable, '-m', 'basicsr.test', '-opt', path], tmp_path)
     assert re.search(r'# psnr: \d+\.\d+', proc.stdout + proc.stderr)
