@@ -307,3 +307,17 @@ def tiny_test_opt(name, network_g, data, checkpoint, scale=4):
             }
         },
     }
+
+
+class Interrupt(KeyboardInterrupt):
+    """The interruption :func:`fault_at` raises inside fsr-prepare (a Ctrl-C at a chosen point)."""
+
+
+def fault_at(point, count):
+    """fsr-prepare's ``_fault`` hook: raise :class:`Interrupt` the ``count``-th time the run reaches ``point``."""
+
+    def fault(where, n):
+        if where == point and n == count:
+            raise Interrupt(f'{where} {n}')
+
+    return fault

@@ -7,22 +7,10 @@ import os
 import pytest
 import skimage.data
 from basicsr.utils.matlab_functions import imresize
+from helpers import Interrupt, fault_at
 
 from fsr_data.face_dataset import FSRFaceDataset
 from fsr_data.prepare import make_keys, prepare, read_split_file, select_split
-
-
-class Interrupt(KeyboardInterrupt):
-    pass
-
-
-def _fault_at(point, count):
-
-    def fault(where, n):
-        if where == point and n == count:
-            raise Interrupt(f'{where} {n}')
-
-    return fault
 
 
 def _photos(folder, n=10, size=(48, 40), seed=0):
@@ -90,7 +78,7 @@ def test_interrupted_run_resumes_without_duplicates(tmp_path, point, count):
     prepare([src, '-o', ref] + ARGS)
     out = str(tmp_path / 'out')
     with pytest.raises(Interrupt):
-        prepare([src, '-o', out] + ARGS, _fault=_fault_at(point, count))
+        prepare([src, '-o', out] + ARGS, _fault=fault_at(point, count))
     assert not os.path.isfile(os.path.join(out, 'manifest.jsonl'))  # nothing looks finished
     if point == 'after_commit':
         # the interruption left LMDB entries without manifest lines, and a manifest line cut in the middle

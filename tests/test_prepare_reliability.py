@@ -9,6 +9,7 @@ import pytest
 import skimage.data
 import subprocess
 import sys
+from helpers import Interrupt, fault_at
 from PIL import Image
 
 from fsr_data import prepare as prep
@@ -16,19 +17,6 @@ from fsr_data.prepare import PrepareError, main, prepare
 
 ALIGNED = ['--aligned', '--hr-size', '32', '--scales', '4', '--parsing', 'none', '--commit-every', '3', '--quiet']
 DETECT = ['--hr-size', '32', '--scales', '4', '--parsing', 'none', '--quiet']
-
-
-class Interrupt(KeyboardInterrupt):
-    pass
-
-
-def _fault_at(point, count):
-
-    def fault(where, n):
-        if where == point and n == count:
-            raise Interrupt(f'{where} {n}')
-
-    return fault
 
 
 def _astronaut(size=256):
@@ -145,7 +133,7 @@ def test_tiny_photo_is_too_small_and_cmyk_is_colour(tmp_path):
 def test_ctrl_c_says_how_to_resume(tmp_path, capsys):
     src = _smooth(str(tmp_path / 'photos'), 8)
     out = str(tmp_path / 'out')
-    assert main([src, '-o', out] + ALIGNED, _fault=_fault_at('after_photo', 5)) == 130
+    assert main([src, '-o', out] + ALIGNED, _fault=fault_at('after_photo', 5)) == 130
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and 'same command' in err and 'Traceback' not in err
     assert os.path.join(out, '.staging') in err
@@ -181,7 +169,7 @@ def test_resume_does_not_redo_finished_photos(tmp_path, monkeypatch):
     out = str(tmp_path / 'out')
     # commit every 3: a_broken, img00, img01 are committed when the 5th photo is interrupted
     with pytest.raises(Interrupt):
-        prepare([src, '-o', out] + ALIGNED, _fault=_fault_at('after_photo', 5))
+        prepare([src, '-o', out] + ALIGNED, _fault=fault_at('after_photo', 5))
     assert len(calls) == 5
     calls.clear()
     summary = prepare([src, '-o', out] + ALIGNED)
@@ -209,7 +197,7 @@ def test_resume_does_not_rerun_the_detector(tmp_path, monkeypatch):
     out = str(tmp_path / 'out')
     args = [str(src), '-o', out, '--commit-every', '1'] + DETECT
     with pytest.raises(Interrupt):
-        prepare(args, _fault=_fault_at('after_photo', 3))  # p0, p1 committed; p2 lost with the interruption
+        prepare(args, _fault=fault_at('after_photo', 3))  # p0, p1 committed; p2 lost with the interruption
     assert n['detect'] == 3
     n['detect'] = 0
     summary = prepare(args)
