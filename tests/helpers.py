@@ -321,3 +321,13 @@ def fault_at(point, count):
             raise Interrupt(f'{where} {n}')
 
     return fault
+
+
+def smooth_photos(folder, n=10, size=(48, 40), seed=0):
+    """``n`` aligned-face stand-ins for fsr-prepare: smooth random PNGs ``img00.png`` ... of ``size`` (H, W)."""
+    os.makedirs(folder, exist_ok=True)
+    rng = np.random.RandomState(seed)
+    for i in range(n):
+        img = cv2.resize((rng.rand(6, 5, 3) * 255).astype(np.uint8), (size[1], size[0]), interpolation=cv2.INTER_CUBIC)
+        cv2.imwrite(os.path.join(folder, f'img{i:02d}.png'), img)
+    return folder

@@ -7,20 +7,10 @@ import os
 import pytest
 import skimage.data
 from basicsr.utils.matlab_functions import imresize
-from helpers import Interrupt, fault_at
+from helpers import Interrupt, fault_at, smooth_photos
 
 from fsr_data.face_dataset import FSRFaceDataset
 from fsr_data.prepare import make_keys, prepare, read_split_file, select_split
-
-
-def _photos(folder, n=10, size=(48, 40), seed=0):
-    """Aligned-face stand-ins: smooth random images (the aligned path does no detection)."""
-    os.makedirs(folder, exist_ok=True)
-    rng = np.random.RandomState(seed)
-    for i in range(n):
-        img = cv2.resize((rng.rand(6, 5, 3) * 255).astype(np.uint8), (size[1], size[0]), interpolation=cv2.INTER_CUBIC)
-        cv2.imwrite(os.path.join(folder, f'img{i:02d}.png'), img)
-    return folder
 
 
 def _lmdb_items(path):
@@ -73,7 +63,7 @@ def test_split_rules_on_fake_lists(tmp_path):
 
 @pytest.mark.parametrize('point,count', [('after_commit', 2), ('after_photo', 5), ('after_move', 'hr')])
 def test_interrupted_run_resumes_without_duplicates(tmp_path, point, count):
-    src = _photos(str(tmp_path / 'photos'))
+    src = smooth_photos(str(tmp_path / 'photos'))
     ref = str(tmp_path / 'ref')
     prepare([src, '-o', ref] + ARGS)
     out = str(tmp_path / 'out')
@@ -98,7 +88,7 @@ def test_interrupted_run_resumes_without_duplicates(tmp_path, point, count):
 
 
 def test_bad_images_are_reported_and_skipped(tmp_path):
-    src = _photos(str(tmp_path / 'photos'), n=3)
+    src = smooth_photos(str(tmp_path / 'photos'), n=3)
     (tmp_path / 'photos' / 'broken.jpg').write_bytes(b'\xff\xd8 this is not a JPEG')
     cv2.imwrite(str(tmp_path / 'photos' / 'tiny.png'), np.zeros((12, 10, 3), np.uint8))
     cv2.imwrite(str(tmp_path / 'photos' / 'flat.png'), np.full((120, 100, 3), 127, np.uint8))
@@ -148,7 +138,7 @@ def test_bad_images_are_reported_and_skipped(tmp_path):
 
 
 def test_lr_kernels_and_non_square(tmp_path):
-    src = _photos(str(tmp_path / 'photos'), n=2, size=(96, 80))
+    src = smooth_photos(str(tmp_path / 'photos'), n=2, size=(96, 80))
     out = str(tmp_path / 'out')
     prepare([src, '-o', out, '--aligned', '--hr-size', '48x40', '--scales', '4', '8', '--parsing', 'none', '--quiet'])
     hr = cv2.imdecode(np.frombuffer(_lmdb_items(f'{out}/hr.lmdb')[b'img00'], np.uint8), cv2.IMREAD_COLOR)

@@ -9,7 +9,7 @@ import pytest
 import skimage.data
 import subprocess
 import sys
-from helpers import Interrupt, fault_at
+from helpers import Interrupt, fault_at, smooth_photos
 from PIL import Image
 
 from fsr_data import prepare as prep
@@ -21,15 +21,6 @@ DETECT = ['--hr-size', '32', '--scales', '4', '--parsing', 'none', '--quiet']
 
 def _astronaut(size=256):
     return cv2.resize(skimage.data.astronaut()[..., ::-1], (size, size), interpolation=cv2.INTER_AREA)
-
-
-def _smooth(folder, n, size=(48, 40), seed=0):
-    os.makedirs(folder, exist_ok=True)
-    rng = np.random.RandomState(seed)
-    for i in range(n):
-        img = cv2.resize((rng.rand(6, 5, 3) * 255).astype(np.uint8), (size[1], size[0]), interpolation=cv2.INTER_CUBIC)
-        cv2.imwrite(os.path.join(folder, f'img{i:02d}.png'), img)
-    return folder
 
 
 def _report(out):
@@ -58,7 +49,7 @@ def test_run_without_faces_leaves_its_folder_usable(tmp_path):
 
 def test_folder_stuck_by_an_empty_finalize_is_freed(tmp_path):
     """The state an older version left behind (FINALIZING with no face) is cleaned up, with or without --overwrite."""
-    src = _smooth(str(tmp_path / 'photos'), 2)
+    src = smooth_photos(str(tmp_path / 'photos'), 2)
     out = tmp_path / 'out'
     for overwrite in ([], ['--overwrite']):
         stage = out / '.staging'
@@ -131,7 +122,7 @@ def test_tiny_photo_is_too_small_and_cmyk_is_colour(tmp_path):
 
 
 def test_ctrl_c_says_how_to_resume(tmp_path, capsys):
-    src = _smooth(str(tmp_path / 'photos'), 8)
+    src = smooth_photos(str(tmp_path / 'photos'), 8)
     out = str(tmp_path / 'out')
     assert main([src, '-o', out] + ALIGNED, _fault=fault_at('after_photo', 5)) == 130
     err = capsys.readouterr().err.strip()
@@ -156,7 +147,7 @@ def test_bad_input_is_one_error_line(tmp_path, capsys, monkeypatch):
 
 def test_resume_does_not_redo_finished_photos(tmp_path, monkeypatch):
     """Issue 19: count the per-photo work and the detector calls of a resumed run."""
-    src = _smooth(str(tmp_path / 'photos'), 10)
+    src = smooth_photos(str(tmp_path / 'photos'), 10)
     (tmp_path / 'photos' / 'a_broken.png').write_bytes(b'not a png')  # sorted first: a skip among the finished
     calls = []
     orig = prep.PrepareJob.process
