@@ -300,11 +300,14 @@ def read_hr_faces(data):
     return faces
 
 
-def make_degraded_set(data, out, scale, level='medium', seed=0, options=None, fmt='png', overwrite=False):
+def make_degraded_set(data, out, scale, level='medium', seed=0, options=None, fmt='png', overwrite=False, draws=1):
     """Write a fixed, seeded degraded test set: ``out/hr.lmdb``, ``out/lr_x<scale>.lmdb``, ``out/degradation.json``.
 
-    Face ``key`` gets the LR face ``degrade(hr, scale, opts, face_seed(key, seed))``: the same files at every run. The
-    set is written to ``out.partial`` and renamed at the end (an interrupted run leaves no half set under ``out``).
+    Face ``key`` gets the LR face ``degrade(hr, scale, opts, face_seed(key, seed))``: the same files at every run. With
+    ``draws`` N > 1 each face is degraded N times, as faces ``<key>_d<i>`` (i = 0..N-1, seed ``face_seed('<key>_d<i>',
+    seed)``, the HR face repeated): on a small test set the mean over several draws of the degradation is a steadier
+    figure than one draw. The set is written to ``out.partial`` and renamed at the end (an interrupted run leaves no
+    half set under ``out``).
 
     Args:
         data (str): dataset folder (``hr.lmdb`` or ``hr/``) or a folder of HR face images.
@@ -315,12 +318,15 @@ def make_degraded_set(data, out, scale, level='medium', seed=0, options=None, fm
         options (dict | None): further degradation options (override the level's).
         fmt (str): 'png' or 'bmp' for the LMDB images.
         overwrite (bool): replace an existing ``out``.
+        draws (int): degradations drawn per face (>= 1).
 
     Returns:
         dict: the manifest written to ``degradation.json``.
     """
     from fsr_data.lmdb_io import write_lmdb
     opt = degradation_options(dict(options or {}, level=level, seed=seed))
+    if int(draws) < 1:
+        raise ValueError(f'draws must be >= 1 (degradations per face), got {draws}.')
     if osp.exists(out):
         if not overwrite:
             raise FileExistsError(f'{out} exists: give another --out or --overwrite.')
@@ -331,13 +337,14 @@ def make_degraded_set(data, out, scale, level='medium', seed=0, options=None, fm
         shutil.rmtree(tmp)
     os.makedirs(tmp)
     hr, lr, per_face = {}, {}, {}
-    for key, img in faces.items():
+    for face_key, img in faces.items():
         h, w = img.shape[:2]
         img = np.ascontiguousarray(img[:h - h % scale, :w - w % scale])  # mod crop, as BasicSR's paired data
-        s = face_seed(key, seed)
-        hr[key] = img
-        lr[key], params = degrade(img, scale, opt, s, return_params=True)
-        per_face[key] = dict(params, seed=s)
+        for key in [face_key] if draws == 1 else [f'{face_key}_d{i}' for i in range(draws)]:
+            s = face_seed(key, seed)
+            hr[key] = img
+            lr[key], params = degrade(img, scale, opt, s, return_params=True)
+            per_face[key] = dict(params, seed=s)
     write_lmdb(osp.join(tmp, 'hr.lmdb'), hr, fmt=fmt)
     write_lmdb(osp.join(tmp, f'lr_x{scale}.lmdb'), lr, fmt=fmt)
     manifest = dict(
@@ -345,6 +352,7 @@ def make_degraded_set(data, out, scale, level='medium', seed=0, options=None, fm
         scale=scale,
         level=level,
         seed=seed,
+        draws=int(draws),
         options=opt,
         faces=per_face,
         made_by='fsr_data.degradations.make_degraded_set (BasicSR degradations; see fsr_data/degradations.py)')
@@ -375,6 +383,11 @@ def main(argv=None):
         default=[],
         metavar='OPTION=JSON',
         help='override one degradation option, e.g. --set jpeg_range=[50,60] (repeatable)')
+    p.add_argument(
+        '--draws',
+        type=int,
+        default=1,
+        help='degradations per face (faces <key>_d<i>): a steadier mean on a small test set (default 1)')
     p.add_argument('--image-format', default='png', choices=['png', 'bmp'])
     p.add_argument('--overwrite', action='store_true', help='replace an existing --out folder')
     args = p.parse_args(argv)
@@ -390,11 +403,12 @@ def main(argv=None):
     level = None if args.level == 'default' else args.level
     try:
         manifest = make_degraded_set(args.data, args.out, args.scale, level, args.seed, options, args.image_format,
-                                     args.overwrite)
+                                     args.overwrite, args.draws)
     except (ValueError, FileNotFoundError, FileExistsError, KeyError) as e:
         print(f'fsr-degrade: error: {e}', file=sys.stderr)
         return 2
-    print(f'{len(manifest["faces"])} faces degraded at level {args.level} (x{args.scale}, seed {args.seed}) -> '
+    draws = f', {args.draws} draws per face' if args.draws > 1 else ''
+    print(f'{len(manifest["faces"])} faces degraded at level {args.level} (x{args.scale}, seed {args.seed}{draws}) -> '
           f'{args.out}/hr.lmdb, {args.out}/lr_x{args.scale}.lmdb, {args.out}/degradation.json')
     return 0
 

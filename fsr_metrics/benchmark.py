@@ -31,9 +31,9 @@ A metric whose weights are missing is left out of the tables with a note saying 
 computed with random weights.
 
 Outputs in ``--out``: ``benchmark.md`` (protocol, mean table, notes, per-face table), ``benchmark_mean.csv``,
-``benchmark_per_face.csv``, ``grid.png`` (LR | bicubic | each network | HR for ``--grid-faces`` faces; faces of
-different sizes each get a cell of their own size on a white background) and, with ``--save-images``, every output
-image under ``images/<method>/<face>.png``.
+``benchmark_per_face.csv``, ``grid.png`` (LR | bicubic | each network | HR for ``--grid-faces`` faces spread evenly
+over the set, first and last included; faces of different sizes each get a cell of their own size on a white
+background) and, with ``--save-images``, every output image under ``images/<method>/<face>.png``.
 
 ``--paper PAPER`` (laat, aminet, amigan, tanet, wnet) adds the figures that paper reports at this scale
 (:mod:`fsr_metrics.paper_results`) as rows beside the measured ones, marked as the paper's, with the differences
@@ -580,7 +580,9 @@ def run(args):
     methods = ['Bicubic'] + [s['label'] for s in specs]
     per_face = {name: {} for name, _, _ in faces}
     outputs = {m: {} for m in methods}
-    grid_names = [name for name, _, _ in faces[:max(0, args.grid_faces)]]
+    # grid faces spread evenly over the set (first and last included): e.g. one draw per face of fsr-degrade --draws
+    n_grid = min(max(0, args.grid_faces), len(faces))
+    grid_names = [faces[i][0] for i in sorted(set(np.linspace(0, len(faces) - 1, n_grid).round().astype(int)))]
     for method, spec in zip(methods, [None] + specs):
         net = build_network(spec, device) if spec else None
         for name, hr, lr in tqdm(faces, desc=method, unit='face', file=sys.stdout):

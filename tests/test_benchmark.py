@@ -89,7 +89,9 @@ def test_hr_folder_with_bicubic_and_a_network(tmp_path):
     grid = cv2.imread(str(out / 'grid.png'))
     header = grid.shape[0] - 2 * (64 + 2)
     assert 10 < header < 40 and grid.shape[1] == 4 * (64 + 2) - 2  # LR | Bicubic | tiny | HR
-    np.testing.assert_array_equal(grid[header + 66:header + 130, -64:], hrs['face1'][:64, :64])
+    # two grid faces of three: the first and the last (spread over the set)
+    np.testing.assert_array_equal(grid[header:header + 64, -64:], hrs['face0'][:64, :64])
+    np.testing.assert_array_equal(grid[header + 66:header + 130, -64:], hrs['face2'][:64, :64])
 
 
 def test_prepared_lmdb_dataset_rgb_crop0_and_experiment_folder(tmp_path):

@@ -275,6 +275,28 @@ def test_fsr_degrade_makes_a_fixed_set_fsr_benchmark_reads(tmp_path):
     assert not np.array_equal(f3[0][2], f1[0][2])
 
 
+def test_fsr_degrade_draws_several_degradations_per_face(tmp_path):
+    """--draws N: N LR faces per HR face (keys <key>_d<i>), each its own fixed seed, the HR face repeated."""
+    from fsr_metrics.benchmark import load_faces
+    data = make_face_dataset(tmp_path / 'd', num=2, hr_size=(32, 32))
+    out, again = str(tmp_path / 'm3'), str(tmp_path / 'm3b')
+    assert deg.main(['--data', data['root'], '--out', out, '--scale', '4', '--draws', '3']) == 0
+    deg.main(['--data', data['root'], '--out', again, '--scale', '4', '--draws', '3'])
+    faces, _ = load_faces(out, 4)
+    assert [n for n, *_ in faces] == [f'{k}_d{i}' for k in data['keys'] for i in range(3)]
+    hr_faces = deg.read_hr_faces(data['root'])
+    opt = deg.degradation_options('medium')
+    for (name, hr, lr), (_, hr2, lr2) in zip(faces, load_faces(again, 4)[0]):
+        key = name.rsplit('_d', 1)[0]
+        assert np.array_equal(hr, hr_faces[key]) and np.array_equal(hr2, hr)
+        # the LR face is the degradation of the HR face with the draw's own seed, at every run
+        assert np.array_equal(lr, deg.degrade(hr_faces[key], 4, opt, deg.face_seed(name, 0)))
+        assert np.array_equal(lr, lr2)
+    lrs = [lr for _, _, lr in faces[:3]]
+    assert not np.array_equal(lrs[0], lrs[1]) and not np.array_equal(lrs[1], lrs[2])
+    assert deg.main(['--data', data['root'], '--out', str(tmp_path / 'z'), '--scale', '4', '--draws', '0']) == 2
+
+
 def test_real_option_files_are_in_sync_with_their_sources():
     """options/*_real_*.yml copy the bicubic files' network and schedule: rerun scripts/make_real_options.py when
     those change."""
