@@ -7,6 +7,8 @@ does not depend on the optional insightface photo.
 import os
 from helpers import REPO_ROOT, console_script, loss_fell, read_losses, run_command
 
+from fsr_data.lmdb_io import read_lmdb_images
+
 WNET_DEMO = os.path.join(REPO_ROOT, 'options', 'demo', 'train_wnet_demo_x4.yml')
 
 
@@ -18,6 +20,15 @@ def test_wnet_demo_training_on_real_faces(tmp_path, monkeypatch):
     for part in ('train', 'test'):
         for name in ('hr.lmdb', 'lr_x4.lmdb', 'parsing.lmdb'):
             assert os.path.isfile(tmp_path / 'demo_data' / part / name / 'data.mdb'), (part, name)
+    # the degradation-trained demo network's set: every training face (never a test face) + the generic photo tiles
+    train = read_lmdb_images(str(tmp_path / 'demo_data' / 'train' / 'hr.lmdb'))
+    test = read_lmdb_images(str(tmp_path / 'demo_data' / 'test' / 'hr.lmdb'))
+    real = read_lmdb_images(str(tmp_path / 'demo_data' / 'train_real' / 'hr.lmdb'))
+    tiles = {k: v for k, v in real.items() if k.startswith('generic_')}
+    assert {k: real[k].tobytes() for k in train} == {k: v.tobytes() for k, v in train.items()}
+    assert set(real) == set(train) | set(tiles) and not set(real) & set(test)
+    assert len(tiles) >= 100 and all(t.shape == (128, 128, 3) for t in tiles.values())
+    assert {k.split('_')[1] for k in tiles} == {p.split('_')[0] for p in demo.GENERIC_PHOTOS}
 
     args = ['train:total_iter=16', 'logger:print_freq=1', 'logger:save_checkpoint_freq=16']
     proc = run_command([console_script('fsr-train'), '-opt', WNET_DEMO, '--force_yml', *args], tmp_path)
