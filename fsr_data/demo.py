@@ -24,7 +24,7 @@ Generic photo tiles (``train_real/hr.lmdb``, for the degradation-trained demo ne
 crops plus non-overlapping HR-size tiles of ten scikit-image photographs that show none of the test people
 (:data:`GENERIC_PHOTOS`: a cup of coffee, a cat, a rocket, a motorcycle, the cameraman, brick, grass, gravel, coins,
 the moon). Five training people are enough to learn bicubic x4 of new faces, but not to learn removing noise, blur and
-JPEG blocks from them: on the training faces such a network gains +1.7 dB over bicubic and on the held-out faces
+JPEG blocks from them: on the training faces such a network gains +2.1 dB over bicubic and on the held-out faces
 nothing. Real-ESRGAN learns the same restoration from generic photographs (DF2K and OST); the tiles give the demo
 network that generic prior (measured in the README's real-degradation section). ``generic=False`` leaves them out.
 """
