@@ -250,14 +250,20 @@ def test_dataset_keeps_lr_hr_parsing_and_masks_aligned(tmp_path, rot_mode):
 
 
 # ------------------------------------------------------------------------------------------------------ fsr-degrade
+def _degrade_twice(data_root, tmp_path, *args):
+    """Run fsr-degrade twice with the same arguments (x4) into two folders; returns the first folder and both sets as
+    fsr-benchmark reads them."""
+    from fsr_metrics.benchmark import load_faces
+    outs = [str(tmp_path / 'set1'), str(tmp_path / 'set2')]
+    for out in outs:
+        assert deg.main(['--data', data_root, '--out', out, '--scale', '4', *args]) == 0
+    return outs[0], load_faces(outs[0], 4)[0], load_faces(outs[1], 4)[0]
+
+
 def test_fsr_degrade_makes_a_fixed_set_fsr_benchmark_reads(tmp_path):
     from fsr_metrics.benchmark import load_faces
     data = make_face_dataset(tmp_path / 'd', num=3, hr_size=(34, 32))
-    out1, out2 = str(tmp_path / 'medium1'), str(tmp_path / 'medium2')
-    assert deg.main(['--data', data['root'], '--out', out1, '--scale', '4', '--level', 'medium']) == 0
-    deg.main(['--data', data['root'], '--out', out2, '--scale', '4', '--level', 'medium'])
-    f1, _ = load_faces(out1, 4)
-    f2, _ = load_faces(out2, 4)
+    out1, f1, f2 = _degrade_twice(data['root'], tmp_path, '--level', 'medium')
     assert [n for n, *_ in f1] == data['keys']
     for (n, hr, lr), (_, hr2, lr2) in zip(f1, f2):
         assert hr.shape == (32, 32, 3) and lr.shape == (8, 8, 3)  # mod-cropped
@@ -277,16 +283,12 @@ def test_fsr_degrade_makes_a_fixed_set_fsr_benchmark_reads(tmp_path):
 
 def test_fsr_degrade_draws_several_degradations_per_face(tmp_path):
     """--draws N: N LR faces per HR face (keys <key>_d<i>), each its own fixed seed, the HR face repeated."""
-    from fsr_metrics.benchmark import load_faces
     data = make_face_dataset(tmp_path / 'd', num=2, hr_size=(32, 32))
-    out, again = str(tmp_path / 'm3'), str(tmp_path / 'm3b')
-    assert deg.main(['--data', data['root'], '--out', out, '--scale', '4', '--draws', '3']) == 0
-    deg.main(['--data', data['root'], '--out', again, '--scale', '4', '--draws', '3'])
-    faces, _ = load_faces(out, 4)
+    _, faces, again = _degrade_twice(data['root'], tmp_path, '--draws', '3')
     assert [n for n, *_ in faces] == [f'{k}_d{i}' for k in data['keys'] for i in range(3)]
     hr_faces = deg.read_hr_faces(data['root'])
     opt = deg.degradation_options('medium')
-    for (name, hr, lr), (_, hr2, lr2) in zip(faces, load_faces(again, 4)[0]):
+    for (name, hr, lr), (_, hr2, lr2) in zip(faces, again):
         key = name.rsplit('_d', 1)[0]
         assert np.array_equal(hr, hr_faces[key]) and np.array_equal(hr2, hr)
         # the LR face is the degradation of the HR face with the draw's own seed, at every run
