@@ -78,7 +78,9 @@ METRICS = {
     'LMD': ('lower', '{:.2f}'),
     'FID': ('lower', '{:.2f}'),
     'NIQE': ('lower', '{:.3f}'),
+    'NIQE-set': ('lower', '{:.3f}'),
 }
+SET_METRICS = ('FID', 'NIQE-set')  # one value per method and test set, not per face
 NIQE_MIN_SIZE = 192  # BasicSR's NIQE fits its model to 96x96 blocks: a single block (e.g. a 128x128 face) is degenerate
 
 
@@ -167,6 +169,23 @@ def load_faces(data, scale):
     if lr is None:
         source += ' with BasicSR\'s MATLAB-style bicubic imresize (antialiased)'
     return faces, source
+
+
+def load_lr_faces(data, scale):
+    """LR faces without ground truth (``--no-gt``): ``lr_x<scale>.lmdb`` or ``lr_x<scale>/`` of a dataset folder, else
+    every image of the folder. Returns ``([(name, None, lr)], source)``."""
+    if not os.path.isdir(data):
+        raise FileNotFoundError(f'--data {data} is not a folder.')
+    for ext, reader in (('.lmdb', read_lmdb), ('', read_folder)):
+        path = os.path.join(data, f'lr_x{scale}{ext}')
+        if os.path.isdir(path):
+            lr, source = reader(path), f'`{data}` (lr_x{scale}{ext or "/"}; no ground truth)'
+            break
+    else:
+        lr, source = read_folder(data), f'`{data}` (LR faces; no ground truth)'
+    if not lr:
+        raise ValueError(f'no LR faces found in {data} (expected lr_x{scale}.lmdb, lr_x{scale}/ or image files).')
+    return [(name, None, _to_bgr8(lr[name])) for name in sorted(lr)], source
 
 
 # ---------------------------------------------------------------------------------------------------------- networks
@@ -322,13 +341,42 @@ class MetricSuite:
                  dlib_models=None,
                  fid_weights=None,
                  niqe=False,
-                 min_face_size=None):
+                 min_face_size=None,
+                 reference=True,
+                 num_faces=0):
         from fsr_metrics import face_metric as fm
         self.fm = fm
         self.crop_border, self.y_channel = crop_border, y_channel
         self.notes = []
-        self.names = ['PSNR', 'SSIM', 'VIF']
+        self.names = ['PSNR', 'SSIM', 'VIF'] if reference else []
         self.lpips = self.dlib = self.fid = None
+        if reference:
+            self._reference_metrics(fm, device, lpips_trunk, lpips_net, face_metrics, dlib_models, fid_weights)
+        else:
+            self.notes.append('No ground truth (`--no-gt`): only no-reference scores (`--niqe`).')
+        self.niqe = self.niqe_set = False
+        inner = None if min_face_size is None else min_face_size - 2 * crop_border
+        if niqe and inner is not None and inner < NIQE_MIN_SIZE:
+            from fsr_metrics.niqe_set import BLOCK
+            text = (f'BasicSR\'s per-face NIQE needs faces of at least {NIQE_MIN_SIZE}x{NIQE_MIN_SIZE} after the crop '
+                    f'border (two 96-pixel blocks each way); the smallest face here is {min_face_size} pixels, crop '
+                    f'border {crop_border}')
+            if inner >= BLOCK and num_faces >= 2:
+                self.niqe_set = True
+                self.names += ['NIQE-set']
+                self.notes.append(f'{text}: NIQE-set instead, one value per method over all {num_faces} faces (the '
+                                  'central 96x96 block of each, BasicSR\'s features and pristine model, '
+                                  '`fsr_metrics/niqe_set.py`).')
+            else:
+                self.notes.append(f'NIQE left out: {text}; NIQE-set needs {BLOCK} pixels after the crop border and '
+                                  f'2 faces or more.')
+        elif niqe:
+            self.niqe = True
+            self.names += ['NIQE']
+        self._hr_cache = {}
+
+    def _reference_metrics(self, fm, device, lpips_trunk, lpips_net, face_metrics, dlib_models, fid_weights):
+        """LPIPS/MPS, ID/LMD and FID where their weights are found; a note for each one left out."""
         if lpips_trunk:
             try:
                 self.lpips = fm.get_lpips(lpips_trunk, lpips_net, device)
@@ -354,15 +402,6 @@ class MetricSuite:
                 self.notes.append(f'FID left out: {err}')
         else:
             self.notes.append(f'FID left out: no `--fid-weights` (pytorch-fid\'s {fm.FID_WEIGHTS_FILE}).')
-        self.niqe = False
-        if niqe and min_face_size is not None and min_face_size - 2 * crop_border < NIQE_MIN_SIZE:
-            self.notes.append(f'NIQE left out: BasicSR\'s NIQE needs faces of at least {NIQE_MIN_SIZE}x{NIQE_MIN_SIZE} '
-                              f'after the crop border (two 96-pixel blocks each way); the smallest face here is '
-                              f'{min_face_size} pixels, crop border {crop_border}.')
-        elif niqe:
-            self.niqe = True
-            self.names += ['NIQE']
-        self._hr_cache = {}
 
     def _hr_face(self, name, hr):
         if name not in self._hr_cache:
@@ -372,14 +411,20 @@ class MetricSuite:
         return self._hr_cache[name]
 
     def per_face(self, name, sr, hr):
-        """The per-face metrics of one output (all but FID)."""
+        """The per-face metrics of one output (all but the set metrics); ``hr`` is None without ground truth."""
+        res = {}
+        if self.niqe:
+            from basicsr.metrics.niqe import calculate_niqe
+            res['NIQE'] = calculate_niqe(sr, self.crop_border, input_order='HWC', convert_to='y')
+        if hr is None:
+            return {k: float(v) for k, v in res.items()}
         from basicsr.metrics import calculate_psnr, calculate_ssim
         kw = dict(crop_border=self.crop_border, test_y_channel=self.y_channel)
-        res = {
+        res.update({
             'PSNR': calculate_psnr(sr, hr, **kw),
             'SSIM': calculate_ssim(sr, hr, **kw),
             'VIF': self.fm.calculate_face_vif(sr, hr, **kw)
-        }
+        })
         if self.lpips is not None:
             res['LPIPS'] = self.lpips(sr, hr)
             res['MPS'] = self.fm.mps_from(res['SSIM'], res['LPIPS'])
@@ -388,22 +433,19 @@ class MetricSuite:
             rgb = self.dlib.to_rgb(sr)
             res['ID'] = float(np.dot(self.dlib.descriptor(rgb, box), desc))
             res['LMD'] = float(np.linalg.norm(self.dlib.landmarks68(rgb, box) - marks, axis=1).mean())
-        if self.niqe:
-            from basicsr.metrics.niqe import calculate_niqe
-            res['NIQE'] = calculate_niqe(sr, self.crop_border, input_order='HWC', convert_to='y')
         return {k: float(v) for k, v in res.items()}
 
 
 def protocol_text(args, source, num_faces, suite):
     channel = 'RGB (mean over channels)' if args.rgb else 'Y channel of YCbCr (ITU-R BT.601, BasicSR `to_y_channel`)'
-    lines = [
-        f'- Data: {source}; {num_faces} faces; scale x{args.scale}.',
-        '- PSNR, SSIM: BasicSR `calculate_psnr` / `calculate_ssim` (11x11 Gaussian window, sigma 1.5) on the '
-        f'{channel}, '
-        f'crop_border = {args.crop_border}; outputs rounded to 8 bits first.',
-        '- VIF: pixel-domain VIF (Sheikh & Bovik 2006, `vifp_mscale`), same channel and crop.',
-        '- Bicubic: BasicSR\'s MATLAB-style `imresize` of the LR face.',
-    ]
+    lines = [f'- Data: {source}; {num_faces} faces; scale x{args.scale}.']
+    if 'PSNR' in suite.names:
+        lines += [
+            '- PSNR, SSIM: BasicSR `calculate_psnr` / `calculate_ssim` (11x11 Gaussian window, sigma 1.5) on the '
+            f'{channel}, crop_border = {args.crop_border}; outputs rounded to 8 bits first.',
+            '- VIF: pixel-domain VIF (Sheikh & Bovik 2006, `vifp_mscale`), same channel and crop.'
+        ]
+    lines.append('- Bicubic: BasicSR\'s MATLAB-style `imresize` of the LR face.')
     if 'LPIPS' in suite.names:
         lines.append(f'- LPIPS: `lpips` v0.1, {args.lpips_net} trunk from `{args.lpips_trunk}`, RGB, whole face; '
                      'MPS = 0.5 * (SSIM + 1 - LPIPS) (TANet eq. 18).')
@@ -413,6 +455,10 @@ def protocol_text(args, source, num_faces, suite):
     if 'NIQE' in suite.names:
         lines.append('- NIQE: BasicSR\'s `calculate_niqe` (no reference: the output alone; Y channel, same crop); '
                      'lower is more natural.')
+    if 'NIQE-set' in suite.names:
+        lines.append(f'- NIQE-set: NIQE with the central 96x96 block of every output (Y channel, crop_border = '
+                     f'{args.crop_border}) pooled over the {num_faces} faces (`fsr_metrics/niqe_set.py`; faces too '
+                     'small for per-face NIQE); no reference; lower is more natural.')
     if 'FID' in suite.names:
         lines.append(f'- FID: pytorch-fid Inception (`{args.fid_weights}`), outputs vs HR faces, {num_faces} faces '
                      '(unreliable below a few thousand).')
@@ -435,7 +481,7 @@ def write_tables(out_dir, methods, names, per_face, means, protocol, notes, scal
         writer.writerow(['method'] + names)
         for m in methods:
             writer.writerow([m] + [repr(means[m].get(n)) if means[m].get(n) is not None else '' for n in names])
-    face_names = [n for n in names if n != 'FID']
+    face_names = [n for n in names if n not in SET_METRICS]
     with open(os.path.join(out_dir, 'benchmark_per_face.csv'), 'w', newline='') as f:
         writer = csv.writer(f)
         writer.writerow(['face', 'method'] + face_names)
@@ -539,8 +585,14 @@ def parse_args(argv=None):
     p.add_argument('--fid-weights', default=None, help='pytorch-fid pt_inception-2015-12-05-6726825d.pth')
     p.add_argument('--dlib-models', default=None, help='folder of dlib .dat files (default: face_recognition_models)')
     p.add_argument('--no-face-metrics', action='store_true', help='skip identity similarity and landmark distance')
-    niqe_help = f'add NIQE, a no-reference score of the output alone (faces of {NIQE_MIN_SIZE} px + 2 crop borders)'
+    niqe_help = (f'add NIQE, a no-reference score of the output alone (faces of {NIQE_MIN_SIZE} px + 2 crop borders; '
+                 'smaller faces: NIQE-set, one value over the set, see fsr_metrics/niqe_set.py)')
     p.add_argument('--niqe', action='store_true', help=niqe_help)
+    p.add_argument(
+        '--no-gt',
+        action='store_true',
+        help='faces without ground truth: --data holds LR faces (lr_xS.lmdb, lr_xS/ or '
+        'image files); only no-reference scores (--niqe) and the grid')
     p.add_argument('--grid-faces', type=int, default=4, help='faces shown in grid.png (0: no grid)')
     p.add_argument('--save-images', action='store_true', help='save every output under <out>/images/<method>/')
     p.add_argument('--device', default='auto', help='auto, cpu, cuda or cuda:N')
@@ -571,12 +623,25 @@ def run(args):
     device = torch.device(('cuda' if torch.cuda.is_available() else 'cpu') if args.device == 'auto' else args.device)
     specs = parse_net_specs(args.opt, args.net, args.scale)
     check_networks(specs)  # every network and checkpoint, before any face is evaluated
-    faces, source = load_faces(args.data, args.scale)
+    if args.no_gt and args.paper:
+        raise ValueError('--paper compares reference metrics (PSNR, SSIM): it needs ground truth, not --no-gt.')
+    faces, source = (load_lr_faces if args.no_gt else load_faces)(args.data, args.scale)
     if args.limit:
         faces = faces[:args.limit]
-    suite = MetricSuite(args.scale, args.crop_border, not args.rgb, device, args.lpips_trunk, args.lpips_net,
-                        not args.no_face_metrics, args.dlib_models, args.fid_weights, args.niqe,
-                        min(min(hr.shape[:2]) for _, hr, _ in faces))
+    suite = MetricSuite(
+        args.scale,
+        args.crop_border,
+        not args.rgb,
+        device,
+        args.lpips_trunk,
+        args.lpips_net,
+        not args.no_face_metrics,
+        args.dlib_models,
+        args.fid_weights,
+        args.niqe,
+        min(min(lr.shape[:2]) * args.scale for _, _, lr in faces),
+        reference=not args.no_gt,
+        num_faces=len(faces))
     methods = ['Bicubic'] + [s['label'] for s in specs]
     per_face = {name: {} for name, _, _ in faces}
     outputs = {m: {} for m in methods}
@@ -590,22 +655,26 @@ def run(args):
                 sr = matlab_bicubic(lr, args.scale)
             else:
                 sr = super_resolve(net, lr, args.scale, device)
-            if sr.shape != hr.shape:
+            if hr is not None and sr.shape != hr.shape:
                 raise ValueError(f'{method} gives {sr.shape} for face {name}, the HR face is {hr.shape}.')
             per_face[name][method] = suite.per_face(name, sr, hr)
-            if suite.fid is not None or name in grid_names:
+            if suite.fid is not None or suite.niqe_set or name in grid_names:
                 outputs[method][name] = sr
             if args.save_images:
                 path = os.path.join(args.out, 'images', method, f'{name}.png')
                 os.makedirs(os.path.dirname(path), exist_ok=True)
                 cv2.imwrite(path, sr)
         del net
-    face_names = [n for n in suite.names if n != 'FID']
+    face_names = [n for n in suite.names if n not in SET_METRICS]
     means = {m: {n: float(np.mean([per_face[f][m][n] for f in per_face])) for n in face_names} for m in methods}
     if suite.fid is not None:
         hr_feats = suite.fid.features([hr for _, hr, _ in faces])
         for m in methods:
             means[m]['FID'] = suite.fid.frechet(suite.fid.features([outputs[m][n] for n, _, _ in faces]), hr_feats)
+    if suite.niqe_set:
+        from fsr_metrics.niqe_set import calculate_niqe_set
+        for m in methods:
+            means[m]['NIQE-set'] = calculate_niqe_set([outputs[m][n] for n, _, _ in faces], args.crop_border)
     protocol = protocol_text(args, source, len(faces), suite)
     extra = paper_table(args.paper, args.scale, methods, means, suite.names, not args.rgb,
                         args.crop_border) if args.paper else []
@@ -615,9 +684,10 @@ def run(args):
         rows = []
         for name in grid_names:
             hr, lr = lookup[name]
-            lr_up = cv2.resize(lr, (hr.shape[1], hr.shape[0]), interpolation=cv2.INTER_NEAREST)
-            rows.append([lr_up] + [outputs[m][name] for m in methods] + [hr])
-        make_grid(rows, ['LR'] + methods + ['HR'], os.path.join(args.out, 'grid.png'))
+            lr_up = cv2.resize(
+                lr, (lr.shape[1] * args.scale, lr.shape[0] * args.scale), interpolation=cv2.INTER_NEAREST)
+            rows.append([lr_up] + [outputs[m][name] for m in methods] + ([hr] if hr is not None else []))
+        make_grid(rows, ['LR'] + methods + ([] if args.no_gt else ['HR']), os.path.join(args.out, 'grid.png'))
     return methods, means, per_face, suite.notes
 
 

@@ -298,3 +298,40 @@ def test_niqe_no_reference_score(tmp_path):
     ])
     md = (tmp_path / 'out2' / 'benchmark.md').read_text()
     assert 'NIQE left out' in md and '192x192' in md and 'NIQE ↓' not in md
+
+
+def test_niqe_set_for_small_faces_and_faces_without_ground_truth(tmp_path):
+    """--niqe on 128x128 faces (one 96-pixel block each) gives NIQE-set over the set, equal to calculate_niqe_set of
+    the outputs; --no-gt evaluates LR faces alone (no reference metrics, no HR column) with the same NIQE-set."""
+    from skimage import data
+
+    from fsr_metrics.niqe_set import calculate_niqe_set
+    photo = data.astronaut()[:, :, ::-1]
+    hr_dir, lr_dir = tmp_path / 'faces', tmp_path / 'lr_faces'
+    hr_dir.mkdir()
+    lr_dir.mkdir()
+    hrs = [np.ascontiguousarray(photo[y:y + 128, x:x + 128]) for y, x in ((0, 0), (150, 200), (300, 300))]
+    for i, hr in enumerate(hrs):
+        cv2.imwrite(str(hr_dir / f'f{i}.png'), hr)
+        cv2.imwrite(str(lr_dir / f'f{i}.png'), benchmark.matlab_bicubic(hr, 0.25))
+    _, _, opt_path = _tiny_net(tmp_path)
+    common = ['--scale', '4', '--device', 'cpu', '--niqe', '--no-face-metrics', '--grid-faces', '2']
+    benchmark.main(['--data', str(hr_dir), '--out', str(tmp_path / 'gt'), '--opt', str(opt_path)] + common)
+    bicubic = [benchmark.matlab_bicubic(benchmark.matlab_bicubic(hr, 0.25), 4) for hr in hrs]
+    means = {r['method']: r for r in _read_csv(tmp_path / 'gt' / 'benchmark_mean.csv')}
+    assert float(means['Bicubic']['NIQE-set']) == pytest.approx(calculate_niqe_set(bicubic, 4), rel=1e-9)
+    assert float(means['tiny']['NIQE-set']) != pytest.approx(float(means['Bicubic']['NIQE-set']))
+    md = (tmp_path / 'gt' / 'benchmark.md').read_text()
+    assert 'NIQE-set ↓' in md and 'NIQE-set instead' in md and 'PSNR ↑' in md
+    assert 'NIQE-set' not in _read_csv(tmp_path / 'gt' / 'benchmark_per_face.csv')[0]  # a set metric
+
+    benchmark.main(['--data', str(lr_dir), '--out', str(tmp_path / 'nogt'), '--opt', str(opt_path), '--no-gt'] + common)
+    nogt = {r['method']: r for r in _read_csv(tmp_path / 'nogt' / 'benchmark_mean.csv')}
+    assert list(nogt['Bicubic']) == ['method', 'NIQE-set']  # no reference metric without ground truth
+    for m in ('Bicubic', 'tiny'):
+        assert float(nogt[m]['NIQE-set']) == pytest.approx(float(means[m]['NIQE-set']), rel=1e-9)
+    grid = cv2.imread(str(tmp_path / 'nogt' / 'grid.png'))
+    assert grid.shape[1] == 3 * (128 + 2) - 2  # LR | Bicubic | tiny, no HR
+    assert 'No ground truth' in (tmp_path / 'nogt' / 'benchmark.md').read_text()
+    with pytest.raises(SystemExit, match='--paper .* needs ground truth'):
+        benchmark.main(['--data', str(lr_dir), '--out', str(tmp_path / 'p'), '--no-gt', '--paper', 'tanet'] + common)
