@@ -42,7 +42,7 @@ fsr-train -opt options/demo/train_tanet_real_demo_x4.yml
 # 3 held-out faces x 8 seeded draws of the medium degradation: one draw per face is too noisy a figure on 3 faces
 fsr-degrade --data demo_data/test --scale 4 --level medium --seed 0 --draws 8 --out demo_data/test_medium_x4 \
   --overwrite
-fsr-benchmark --data demo_data/test_medium_x4 --scale 4 --out results/demo_medium_x4 --grid-faces 3 \
+fsr-benchmark --data demo_data/test_medium_x4 --scale 4 --out results/demo_medium_x4 --grid-faces 3 --niqe \
   --net "TANet=experiments/TANet_demo_x4/models/net_g_latest.pth" \
   --net "TANet-real=experiments/TANet_real_demo_x4/models/net_g_latest.pth"
 cat results/demo_medium_x4/benchmark.md
