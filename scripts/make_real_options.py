@@ -87,7 +87,6 @@ def realize(text, src, train_block, header, schedule=None):
             'LR faces and the name is that file\'s; rerun the script when it changes.\n')
     if schedule:
         note += f'# Also changed here (DEMO_CHANGES): {", ".join(schedule)}.\n'
-
     return header + note + body
 
 
