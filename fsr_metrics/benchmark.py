@@ -538,11 +538,17 @@ def make_grid(rows, labels, path):
     return grid
 
 
-def paper_table(paper, scale, measured_methods, means, names, y_channel, crop_border):
-    """Markdown lines: the paper's rows at this scale (marked "paper") beside the measured rows, and the protocol
-    differences. Empty when the paper reports nothing at this scale (a line says so)."""
+def paper_test_sets(paper, scale):
+    """The test sets ``paper`` reports at ``scale``, in its order."""
     from fsr_metrics import paper_results
-    rows = paper_results.paper_rows(paper, scale=scale)
+    return list(dict.fromkeys(r[2] for r in paper_results.paper_rows(paper, scale=scale)))
+
+
+def paper_table(paper, scale, measured_methods, means, names, y_channel, crop_border, dataset=None):
+    """Markdown lines: the paper's rows at this scale (marked "paper"; only test set ``dataset`` if given) beside the
+    measured rows, and the protocol differences. Empty when the paper reports nothing at this scale (a line says so)."""
+    from fsr_metrics import paper_results
+    rows = paper_results.paper_rows(paper, scale=scale, dataset=dataset)
     lines = ['', f'## Beside the paper ({paper})', '']
     if not rows:
         return lines + [f'{paper} reports no figures at x{scale}.']
@@ -602,6 +608,7 @@ def parse_args(argv=None):
         default=None,
         choices=['laat', 'aminet', 'amigan', 'tanet', 'wnet'],
         help='print the figures this paper reports at this scale beside the measured rows')
+    p.add_argument('--paper-set', help='with --paper: only the rows of this test set (e.g. CelebA, Helen, FFHQ)')
     p.add_argument('--debug', action='store_true', help='show the traceback of an error (also: FSR_DEBUG=1)')
     args = p.parse_args(argv)
     if args.crop_border is None:
@@ -625,6 +632,13 @@ def run(args):
     check_networks(specs)  # every network and checkpoint, before any face is evaluated
     if args.no_gt and args.paper:
         raise ValueError('--paper compares reference metrics (PSNR, SSIM): it needs ground truth, not --no-gt.')
+    if args.paper_set:
+        sets = paper_test_sets(args.paper, args.scale) if args.paper else None
+        if sets is None:
+            raise ValueError('--paper-set chooses the test set of --paper: give --paper too.')
+        if args.paper_set.lower() not in [t.lower() for t in sets]:
+            raise ValueError(f'--paper-set {args.paper_set}: {args.paper} reports at x{args.scale} on '
+                             f'{", ".join(sets) or "no test set"}.')
     faces, source = (load_lr_faces if args.no_gt else load_faces)(args.data, args.scale)
     if args.limit:
         faces = faces[:args.limit]
@@ -676,8 +690,8 @@ def run(args):
         for m in methods:
             means[m]['NIQE-set'] = calculate_niqe_set([outputs[m][n] for n, _, _ in faces], args.crop_border)
     protocol = protocol_text(args, source, len(faces), suite)
-    extra = paper_table(args.paper, args.scale, methods, means, suite.names, not args.rgb,
-                        args.crop_border) if args.paper else []
+    extra = paper_table(args.paper, args.scale, methods, means, suite.names, not args.rgb, args.crop_border,
+                        args.paper_set) if args.paper else []
     write_tables(args.out, methods, suite.names, per_face, means, protocol, suite.notes, args.scale, extra)
     if grid_names:
         lookup = {name: (hr, lr) for name, hr, lr in faces}

@@ -255,6 +255,18 @@ def test_paper_rows_beside_measured_rows(tmp_path, capsys):
     assert any('not comparable' in t for t in paper_results.protocol_differences('laat', False, 8, 8))
     with pytest.raises(ValueError, match='unknown paper'):
         paper_results.paper_rows('srgan')
+    # --paper-set: only that test set's rows; an unknown set or no --paper stops before any face is evaluated
+    out2 = tmp_path / 'out2'
+    common = ['--data', data['root'], '--scale', '4', '--no-face-metrics', '--grid-faces', '0', '--device', 'cpu']
+    benchmark.main(common + ['--out', str(out2), '--paper', 'tanet', '--paper-set', 'celeba'])
+    paper_lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith('| paper |')]
+    assert paper_lines and all('| CelebA |' in line for line in paper_lines)
+    assert len(paper_lines) == len(paper_results.paper_rows('tanet', scale=4, dataset='CelebA'))
+    with pytest.raises(SystemExit, match='reports at x4 on FFHQ, CelebA|reports at x4 on CelebA, FFHQ'):
+        benchmark.main(common + ['--out', str(tmp_path / 'o3'), '--paper', 'tanet', '--paper-set', 'Helen'])
+    with pytest.raises(SystemExit, match='give --paper too'):
+        benchmark.main(common + ['--out', str(tmp_path / 'o4'), '--paper-set', 'CelebA'])
+    assert not (tmp_path / 'o3').exists() and not (tmp_path / 'o4').exists()
 
 
 def test_benchmark_module_imports_nothing_heavy(tmp_path):
