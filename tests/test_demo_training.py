@@ -5,6 +5,7 @@ plugin's own dependencies ship (scikit-image's astronaut for training, matplotli
 does not depend on the optional insightface photo.
 """
 import os
+import pytest
 from helpers import REPO_ROOT, console_script, loss_fell, read_losses, run_command
 
 from fsr_data.lmdb_io import read_lmdb_images
@@ -37,3 +38,20 @@ def test_wnet_demo_training_on_real_faces(tmp_path, monkeypatch):
     for name in ('l_pix', 'l_par', 'l_key'):
         assert len(losses[name]) == 16 and loss_fell(losses[name]), (name, losses[name])
     assert (tmp_path / 'experiments' / 'WNet_demo_x4' / 'models' / 'net_g_16.pth').is_file()
+
+
+def test_generic_tiles_are_photo_crops_and_missing_photos_are_named(monkeypatch, capsys):
+    import cv2
+    import numpy as np
+    from skimage import data
+
+    from fsr_data import demo
+    monkeypatch.setattr(demo, 'GENERIC_PHOTOS', ('coffee', 'no_such_photo'))
+    tiles = demo.generic_tiles((128, 96))
+    coffee = cv2.cvtColor(data.coffee(), cv2.COLOR_RGB2BGR)  # 400 x 600
+    assert sorted(tiles) == sorted(f'generic_coffee_{y}_{x}' for y in (0, 128, 256) for x in range(0, 505, 96))
+    assert np.array_equal(tiles['generic_coffee_128_192'], coffee[128:256, 192:288])
+    assert 'no_such_photo' in capsys.readouterr().out
+    monkeypatch.setattr(demo, 'GENERIC_PHOTOS', ('no_such_photo', ))
+    with pytest.raises(RuntimeError, match='no generic demo photo.*--no-generic'):
+        demo.generic_tiles()
