@@ -16,3 +16,20 @@ def offline():
     offline_guard.install()
     yield
     offline_guard.uninstall()
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op torch thread for a test (``helpers.torch_threads``); modules opt in with
+    ``pytestmark = pytest.mark.usefixtures('one_thread')``."""
+    from helpers import torch_threads
+    with torch_threads(1):
+        yield
+
+
+@pytest.fixture(scope='module')
+def one_thread_module():
+    """One intra-op torch thread for a whole module, its module-scoped fixtures included."""
+    from helpers import torch_threads
+    with torch_threads(1):
+        yield

@@ -29,15 +29,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OPTIONS = sorted(
     glob.glob(os.path.join(REPO, 'options', '*aminet*.yml')) + glob.glob(os.path.join(REPO, 'options', '*amigan*.yml')))
 
-
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    """One intra-op thread: the tiny networks run hundreds of small ops, for which a second thread brings nothing and
-    thread hand-offs cost a lot on a busy 2-core machine. Restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread_module')  # tiny networks: see helpers.torch_threads
 
 
 def tiny(upscale, **kwargs):

@@ -16,13 +16,10 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(autouse=True)
-def one_thread(monkeypatch):
-    # Tiny tensors gain nothing from a second thread, and on a busy 2-core machine OpenMP waits make them 10x slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    monkeypatch.setenv('OMP_NUM_THREADS', '1')  # for the fsr-train subprocess (helpers.subprocess_env keeps it)
+def one_thread(one_thread, monkeypatch):
+    # one torch thread (conftest), and one OpenMP thread for the fsr-train subprocess (helpers.subprocess_env keeps it)
+    monkeypatch.setenv('OMP_NUM_THREADS', '1')
     yield
-    torch.set_num_threads(threads)
 
 
 def tiny(upscale, **kwargs):

@@ -13,13 +13,7 @@ import torch
 
 from fsr_arch.laat_arch import FIM, RSA, WFM, LearnedPosition
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 # ----------------------------------------------------------------------------------------------- plain building blocks

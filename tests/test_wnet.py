@@ -11,15 +11,7 @@ from torch.nn import functional as F
 from fsr_arch.wnet_arch import PAPER_CONFIGS, TINY_CONFIG, WNet
 from fsr_losses.wnet_loss import WNetKeyRegionLoss
 
-
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    """One intra-op thread: these tiny networks run many small ops, and with the cores shared by other processes an
-    OpenMP team of 2 spends most of its time waiting (measured: 0.23 s vs 15 s per tiny training step)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread_module')  # tiny networks: see helpers.torch_threads
 
 
 @pytest.fixture(scope='module')

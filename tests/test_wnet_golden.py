@@ -12,13 +12,7 @@ from torch.nn import functional as F
 from fsr_arch.wnet_arch import LPF, SCAB, ParsingBlock, SCABAttention
 from fsr_losses.wnet_loss import WNetKeyRegionLoss
 
-
-@pytest.fixture(autouse=True)
-def one_thread_double():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def _randomize(module, seed=0):

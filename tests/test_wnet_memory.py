@@ -9,13 +9,7 @@ import torch
 
 from fsr_arch.wnet_arch import TINY_CONFIG, WNet
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def _step(net, lq):
