@@ -58,19 +58,15 @@ def test_output_path_rules(tmp_path):
 
 def test_folder_lock_second_holder_is_named(tmp_path):
     out = tmp_path / 'out'
-    holder = subprocess.Popen([
-        sys.executable, '-c',
-        textwrap.dedent(f"""
-            import sys, time
-            sys.path.insert(0, {os.path.dirname(os.path.dirname(os.path.abspath(safety.__file__)))!r})
-            from fsr_utils.safety import FolderLock
-            with FolderLock({str(out)!r}, 'holder-tool'):
-                print('locked', flush=True)
-                time.sleep(60)
-        """)
-    ],
-                              stdout=subprocess.PIPE,
-                              text=True)
+    code = textwrap.dedent(f"""
+        import sys, time
+        sys.path.insert(0, {os.path.dirname(os.path.dirname(os.path.abspath(safety.__file__)))!r})
+        from fsr_utils.safety import FolderLock
+        with FolderLock({str(out)!r}, 'holder-tool'):
+            print('locked', flush=True)
+            time.sleep(60)
+    """)
+    holder = subprocess.Popen([sys.executable, '-c', code], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == 'locked'
         with pytest.raises(UsageError, match=f'holder-tool, PID {holder.pid}'):
