@@ -9,7 +9,14 @@ VGG19 weights of perceptual losses replaced by a small stand-in with random weig
 assumed present; the check is that training runs and its losses stay finite, not what they reach). The batch is the
 file's own, so the GPU memory is the paper configuration's. ``--ddp 2`` runs the same through ``torchrun`` on two GPUs.
 
-Usage: python scripts/gpu_check.py [--iters 20] [--ddp N] [--only NAME ...] [--workdir DIR]
+A GPU is lent rarely and briefly, so the check is built to finish in minutes: by default one option file per
+(model, network, scale) runs (the shortest name: the paper file, not a variant; ``--all`` runs every file), the
+synthetic set is enlarged so that all iterations fall in one epoch (data-loader workers are started once, not every
+two iterations), and each run has a time limit (``--timeout``, seconds; a run past it is reported as
+``FAIL ... timed out`` and the next one starts). Paths may be relative to the current directory (the work folder
+is made absolute before ``fsr-train`` runs in it).
+
+Usage: python scripts/gpu_check.py [--iters 20] [--ddp N] [--only NAME ...] [--all] [--timeout S] [--workdir DIR]
 Prints one line per option file (``ok`` with the last logged losses and the time, or ``FAIL`` with the log's tail) and
 exits 1 when any failed.
 """
@@ -57,15 +64,18 @@ def prepare(opt_path, workdir, iters, num_gpu):
     h, w = _hr_size(opt)
     h, w = h + (-h) % scale, w + (-w) % scale
     batch = train.get('total_batch_size') or train.get('batch_size_per_gpu') or 4
+    num = max(2 * int(batch), 8)
     parsing = 'dataroot_parsing' in train
     data_dir = os.path.join(workdir, f'data_{h}x{w}_x{scale}_p{int(parsing)}')
     if not os.path.isdir(data_dir):
-        make_face_dataset(data_dir, num=max(2 * int(batch), 8), hr_size=(h, w), scales=(scale, ), parsing=parsing)
+        make_face_dataset(data_dir, num=num, hr_size=(h, w), scales=(scale, ), parsing=parsing)
     train['dataroot_gt'] = os.path.join(data_dir, 'hr.lmdb')
     train['dataroot_lq'] = os.path.join(data_dir, f'lr_x{scale}.lmdb')
     if parsing:
         train['dataroot_parsing'] = os.path.join(data_dir, 'parsing.lmdb')
     train['num_worker_per_gpu'] = 2
+    # one epoch holds every iteration: BasicSR re-creates the loader's workers at each epoch
+    train['dataset_enlarge_ratio'] = max(1, math.ceil((iters + 1) * int(batch) / num))
     train.pop('prefetch_mode', None)
     opt['datasets'] = {'train': train}
     opt.pop('val', None)
@@ -99,7 +109,7 @@ def losses(log_text):
     return found
 
 
-def run_one(opt_path, workdir, iters, ddp, num_gpu=1):
+def run_one(opt_path, workdir, iters, ddp, num_gpu=1, timeout=None):
     path, name = prepare(opt_path, workdir, iters, num_gpu)
     exe = shutil.which('fsr-train')
     if ddp > 1:
@@ -107,7 +117,13 @@ def run_one(opt_path, workdir, iters, ddp, num_gpu=1):
     else:
         cmd = [exe, '-opt', path]
     start = time.time()
-    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
+    try:
+        proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        out = (exc.stdout or b'') + (exc.stderr or b'')
+        out = out.decode(errors='replace') if isinstance(out, bytes) else out
+        print(f'FAIL {os.path.relpath(opt_path, ROOT)}: timed out after {timeout} s\n{out[-2000:]}', flush=True)
+        return False
     seconds = time.time() - start
     logs = sorted(glob.glob(os.path.join(workdir, 'experiments', name, f'train_{name}_*.log')))
     text = open(logs[-1]).read() if logs else ''
@@ -123,12 +139,27 @@ def run_one(opt_path, workdir, iters, ddp, num_gpu=1):
     return bool(ok)
 
 
+def one_per_kind(files):
+    """One option file of each (model_type, network_g type, scale): the shortest name (the paper file)."""
+    seen, kept = set(), []
+    for f in sorted(files, key=lambda f: (len(os.path.basename(f)), f)):
+        with open(f) as fh:
+            opt = yaml.safe_load(fh)
+        kind = (opt.get('model_type'), (opt.get('network_g') or {}).get('type'), opt.get('scale'))
+        if kind not in seen:
+            seen.add(kind)
+            kept.append(f)
+    return [f for f in files if f in kept]  # the callers' order: paper files first, baselines last
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--iters', type=int, default=20)
     p.add_argument('--ddp', type=int, default=1, help='processes (GPUs) per run; 2 runs torchrun')
     p.add_argument('--only', nargs='*', default=None, help='option file names (without .yml) to run')
     p.add_argument('--include', nargs='*', default=[], help='more option folders, e.g. options/baselines')
+    p.add_argument('--all', action='store_true', help='every option file, not one per (model, network, scale)')
+    p.add_argument('--timeout', type=float, default=None, help='seconds per run (default: no limit)')
     p.add_argument('--workdir', default=None)
     p.add_argument('--cpu', action='store_true', help='num_gpu 0 (to check this script itself on a CPU machine)')
     args = p.parse_args(argv)
@@ -137,9 +168,14 @@ def main(argv=None):
         files += sorted(glob.glob(os.path.join(ROOT, folder, 'train_*.yml')))
     if args.only:
         files = [f for f in files if os.path.splitext(os.path.basename(f))[0] in args.only]
-    workdir = args.workdir or tempfile.mkdtemp(prefix='fsr_gpu_check_')
+    if args.iters < 1 or args.ddp < 1 or (args.timeout is not None and not args.timeout > 0):
+        p.error('--iters and --ddp must be >= 1 and --timeout > 0')
+    if not args.all and not args.only:
+        files = one_per_kind(files)
+    # fsr-train runs with cwd=workdir: every path handed to it must not depend on the caller's directory
+    workdir = os.path.abspath(args.workdir or tempfile.mkdtemp(prefix='fsr_gpu_check_'))
     os.makedirs(workdir, exist_ok=True)
-    results = [run_one(f, workdir, args.iters, args.ddp, 0 if args.cpu else 1) for f in files]
+    results = [run_one(f, workdir, args.iters, args.ddp, 0 if args.cpu else 1, args.timeout) for f in files]
     print(f'{sum(results)} passed, {len(results) - sum(results)} failed')
     return 0 if all(results) else 1
 

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# GPU check, ready for the first machine with a CUDA GPU (README, "GPU check"). In about 5 minutes on one modern GPU:
+# GPU check, ready for the first machine with a CUDA GPU (README, "GPU check"). Meant to finish in about 5 minutes on
+# one modern GPU; the most valuable stage runs first and every stage has a time limit (STAGE_TIMEOUT, seconds), so a
+# slow stage cannot eat a short GPU loan:
+#  (b) one paper option file per network and scale trains 20 iterations through fsr-train on one GPU with finite
+#      losses (scripts/gpu_check.py; each run limited to RUN_TIMEOUT seconds),
 #  (a) the test suite's GPU-marked tests (tests/test_gpu.py: every network on CUDA, fp32 and bf16 autocast +
 #      channels_last, against the CPU; SDPA against the explicit attention),
-#  (b) each paper option file trains 20 iterations through fsr-train on one GPU with finite losses (scripts/gpu_check.py),
 #  (c) fsr-speed's GPU columns for every network at its paper configuration (inference ms fp32 / bf16+channels_last,
 #      training images/s fp32 vs bf16+channels_last, peak GPU memory), written to results/gpu_check/speed_gpu.md,
 #  (d) with two or more GPUs, a 2-process DDP run (torchrun, NCCL) of one option file.
@@ -19,17 +22,22 @@ fi
 OUT=results/gpu_check
 mkdir -p "$OUT"
 $PY -c "import torch; print('gpu_check:', torch.cuda.get_device_name(0), 'x', torch.cuda.device_count(), '| torch', torch.__version__)"
+STAGE_TIMEOUT=${STAGE_TIMEOUT:-150}
+RUN_TIMEOUT=${RUN_TIMEOUT:-60}
 status=0
+echo "== (b) 20 training iterations of one paper configuration per network and scale, on one GPU"
+CUDA_VISIBLE_DEVICES=0 timeout "$STAGE_TIMEOUT" $PY scripts/gpu_check.py --iters 20 --include options/baselines \
+  --timeout "$RUN_TIMEOUT" --workdir "$OUT/train" || status=1
 echo "== (a) GPU tests"
-$PY -m pytest -q -m gpu tests/test_gpu.py || status=1
-echo "== (b) 20 training iterations of each paper configuration on one GPU"
-CUDA_VISIBLE_DEVICES=0 $PY scripts/gpu_check.py --iters 20 --include options/baselines --workdir "$OUT/train" || status=1
+timeout "$STAGE_TIMEOUT" $PY -m pytest -q -m gpu tests/test_gpu.py || status=1
 echo "== (c) fsr-speed GPU columns (paper configurations)"
-CUDA_VISIBLE_DEVICES=0 fsr-speed --gpu-only --quick --repeats 5 --out "$OUT/speed_gpu.md" >/dev/null || status=1
+CUDA_VISIBLE_DEVICES=0 timeout "$STAGE_TIMEOUT" fsr-speed --gpu-only --quick --repeats 5 --out "$OUT/speed_gpu.md" \
+  >/dev/null || status=1
 cat "$OUT/speed_gpu.md" || true
 if [ "$NGPU" -ge 2 ]; then
   echo "== (d) 2-process DDP"
-  $PY scripts/gpu_check.py --iters 20 --ddp 2 --only train_tanet_x4 --workdir "$OUT/ddp" || status=1
+  timeout "$STAGE_TIMEOUT" $PY scripts/gpu_check.py --iters 20 --ddp 2 --only train_tanet_x4 --workdir "$OUT/ddp" \
+    || status=1
 else
   echo "== (d) 2-process DDP: skipped (one GPU)"
 fi
