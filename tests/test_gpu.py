@@ -9,7 +9,11 @@ Tolerances, and why:
   both sides round to float32): the two differ only in summation order, a few float32 ulps per op (about 1e-7 relative)
   growing with depth; max |diff| <= 1e-4 on outputs in [0, 1] and relative L2 error <= 1e-3 on every parameter
   gradient leave two orders of magnitude of room and still catch any real disagreement (a wrong kernel path, a
-  device-dependent branch, a missing ``.to(device)``), which shows up at 1e-2 or more.
+  device-dependent branch, a missing ``.to(device)``), which shows up at 1e-2 or more. A gradient is compared relative
+  to ``max(its norm, 1e-3 x the largest gradient norm of the network)`` (:func:`grad_errors`): some gradients are
+  exactly zero in exact arithmetic (the bias of a conv right before BatchNorm: BatchNorm subtracts it again), so on
+  either device they are pure rounding noise, and their error relative to themselves means nothing (0.9-8.4 measured
+  between channels_last and contiguous on the CPU); relative to the network's gradients that noise is ~1e-7.
 - bf16 autocast + channels_last vs the CPU's fp32: bfloat16 keeps 8 significant bits (unit roundoff 2^-9, 0.2%); over
   the tens of rounded layers of a tiny network the errors add up like a random walk to about 1%; the test allows a
   relative L2 error of 3% on the output (a wrong result, e.g. a layout bug under channels_last, is off by 30% or more).
@@ -72,16 +76,24 @@ def _rel(a, b):
     return ((a - b).norm() / b.norm().clamp_min(1e-12)).item()
 
 
+def grad_errors(grads, reference):
+    """``{name: |g - ref| / max(|ref|, 1e-3 * max_k |ref_k|)}`` (L2 norms) for every parameter gradient."""
+    assert grads.keys() == reference.keys()
+    largest = max(g.norm().item() for g in reference.values())
+    return {
+        k: ((grads[k] - reference[k]).norm() / max(reference[k].norm().item(), 1e-3 * largest, 1e-30)).item()
+        for k in reference
+    }
+
+
 @pytest.mark.parametrize('name,module,scale', CASES, ids=lambda c: str(c) if not hasattr(c, '__name__') else '')
 def test_fp32_cuda_matches_cpu(name, module, scale):
     net, x = _net_and_input(name, module, scale)
     out_cpu, grads_cpu = _forward_backward(net, x)
     out_gpu, grads_gpu = _forward_backward(net.cuda(), x.cuda())
     assert (out_gpu - out_cpu).abs().max().item() <= 1e-4
-    assert grads_gpu.keys() == grads_cpu.keys()
-    for key in grads_cpu:
-        if grads_cpu[key].norm() > 0:
-            assert _rel(grads_gpu[key], grads_cpu[key]) <= 1e-3, key
+    errors = grad_errors(grads_gpu, grads_cpu)
+    assert max(errors.values()) <= 1e-3, max(errors.items(), key=lambda kv: kv[1])
 
 
 @pytest.mark.parametrize('name,module,scale', CASES, ids=lambda c: str(c) if not hasattr(c, '__name__') else '')
