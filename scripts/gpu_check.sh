@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU check, ready for the first machine with a CUDA GPU (README, "GPU check"). Meant to finish in about 5 minutes on
+# GPU check, ready for the first machine with a CUDA GPU (docs/speed.md, "GPU check"). Meant to finish in about 5 minutes on
 # one modern GPU; the most valuable stage runs first and every stage has a time limit (STAGE_TIMEOUT, seconds), so a
 # slow stage cannot eat a short GPU loan:
 #  (b) one paper option file per network and scale trains 20 iterations through fsr-train on one GPU with finite

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Mutation score of the fast unit tests (README, "Tests"): mutmut (a maintained mutation tester) plants one small bug at a
+# Mutation score of the fast unit tests (docs/tests.md): mutmut (a maintained mutation tester) plants one small bug at a
 # time (an operator, a constant, an argument, a swapped or dropped value) in the networks (fsr_arch/), the losses
 # (fsr_losses/) and the dataset's augmentation and degradations (fsr_data/face_dataset.py, degradations.py), runs the
 # unit tests that reach the mutated function (not the slow trainings, not the GPU tests: see [mutmut] in setup.cfg), and
