@@ -2,7 +2,8 @@
 
 Map from the paper to this module:
 
-- Sec. 3.1, eq. 1: ``LAAT.conv_first`` (+ LeakyReLU) on the bicubic-upsampled LR face ``I^L`` (done inside ``forward``).
+- Sec. 3.1, eq. 1: ``LAAT.conv_first`` (+ LeakyReLU) on ``I^L``, the LR face bicubic-enlarged to the HR size inside
+  ``forward`` (OPEN, below).
 - Sec. 3.1, eq. 2-3, feature extraction stage: ``LAAT.extraction`` (4 steps of ``num_blocks`` :class:`RSABlock`),
   ``LAAT.downs`` (4x4 stride-2 conv doubling the channels), Haar WT (``common.haar_wt``) whose LL / LH / HL go through
   ``LAAT.wt_convs`` (3x3 convs) to the matching recovery step.
@@ -16,7 +17,7 @@ Map from the paper to this module:
   ``k = floor(sqrt(H'W') / lambda)`` (eq. 10), gather of the selected regions of the FIM output, MHSA over them and
   scatter-add into ``F_input`` (eq. 11), transposed-conv up-sampling of the coarse output and a 3x3 depth-wise conv
   (eq. 12). With ``lambda = 1`` (maps of at most 32x32 positions, Sec. 4.2) RSA is the coarse self-attention (CSA)
-  alone.
+  alone: ``DWConv(F_input + MHSA(FIM(Conv1x1(F_input))))``, eq. 7's Downsample being a 1x1 conv (below).
 - Sec. 3.2, Fig. 3: :class:`FIM` (two branches, depth-wise 3x3 conv and channel attention in opposite orders, plus the
   input).
 - Sec. 3.3, eq. 13-16: ``common.haar_wt`` / ``common.haar_iwt`` (fixed kernels of eq. 14; the inverse is exact).
@@ -38,6 +39,22 @@ transposed conv with stride lambda (the 4x4 kernel of the text, its stride set t
 log2(lambda) stacked 4x4 stride-2 transposed convs with padding 1 (the text's layer, repeated until the size matches;
 no non-linearity in between since the paper names a single linear operation). ``'single'`` stays the default: it keeps
 the text's kernel size, has half the parameters of ``'stacked'`` and is the layer the demo results were trained with.
+
+eq. 7 at lambda = 1 (the CSA blocks, 10 of the paper configuration's 18): ``Downsample`` "uses a convolutional layer
+with kernel size of lambda x lambda and stride lambda", a 1x1 conv at lambda = 1, and it is kept
+(``csa_downsample=True``, the default): it is not redundant, since FIM, which is non-linear, comes between it and the
+attention's ``W_q, W_k, W_v``. It costs 0.95M parameters at x8 (14.61M in all; 13.66M without it).
+``csa_downsample=False`` leaves it out (CSA attends over ``FIM(F_input)``): the network of this plugin's earlier
+releases, whose checkpoints need it. No ``Upsample`` follows at lambda = 1: ``Output_c`` already has ``F_input``'s
+size, and a 1x1 transposed conv (the ``'single'`` reading above at lambda = 1) would be a linear map applied right after
+``W_o``, which ``W_o`` already spans: parameters without any added function.
+
+OPEN (Sec. 3.1, the input): the paper calls ``I^L`` "an input low-resolution RGB image" of size H x W, yet every stage
+keeps that size up to ``F_rs^4`` (2C x H x W) and the output is ``I^L + I^R``, with no up-sampling layer anywhere; its
+LR faces are 16x16 and its outputs 128x128 (Sec. 4.1). So ``I^L`` is the LR face already enlarged to the HR size, and
+the paper does not say how. Here ``forward`` enlarges it with bicubic interpolation (``common.upsample_to``, torch's
+``F.interpolate``, a = -0.75), the usual input of FSR networks defined at the HR size, so that the network takes the LR
+face at LR size like every network of this plugin.
 
 OPEN (eq. 10): ``AM`` is M x n_c x n_c and ``Sum`` accumulates "along the penultimate dimension", which leaves one score
 per head and coarse token (M x n_c); how Topk reduces over the heads is not said. ``head_reduction``: ``'sum'``
@@ -331,6 +348,9 @@ class RSA(nn.Module):
             Upsample(Output_c))``, no key-region branch (so no FIM on ``F_input``).
         fim_mode (str): :class:`FIM` mode, or ``'position'`` (:class:`LearnedPosition`, Table 3).
         pos_size (tuple[int] | None): (H', W') at the built HR size; needed by ``fim_mode='position'``.
+        csa_downsample (bool): At ``lam == 1``, eq. 7's ``Downsample`` as the paper defines it, a 1x1 conv (kernel
+            and stride lambda = 1) before FIM. Default True. False leaves it out: CSA attends over ``FIM(F_input)``
+            (the plugin's network before this option existed; see the module docstring). No effect when lam > 1.
     """
 
     def __init__(self,
@@ -347,7 +367,8 @@ class RSA(nn.Module):
                  head_reduction='sum',
                  region_selection=True,
                  fim_mode='full',
-                 pos_size=None):
+                 pos_size=None,
+                 csa_downsample=True):
         super().__init__()
         _check_choice('up_mode', up_mode, UP_MODES)
         _check_choice('head_reduction', head_reduction, HEAD_REDUCTIONS)
@@ -366,9 +387,12 @@ class RSA(nn.Module):
 
         self.fim = make_fim(pos_size) if self.region_selection else None
         self.coarse_attn = MHSA(dim, num_heads, use_sdpa, block_elems)
-        if lam > 1:
-            # eq. 7: lambda x lambda conv, stride lambda.
+        if lam > 1 or csa_downsample:
+            # eq. 7: lambda x lambda conv, stride lambda (at lambda = 1 a 1x1 conv, unless csa_downsample is False).
             self.down = nn.Conv2d(dim, dim, lam, stride=lam)
+        else:
+            self.down = None
+        if lam > 1:
             coarse_size = None if pos_size is None else (max(1, pos_size[0] // lam), max(1, pos_size[1] // lam))
             shared = share_fim and fim_mode != 'position' and self.fim is not None  # P depends on the map size
             self.fim_coarse = self.fim if shared else make_fim(coarse_size)
@@ -430,8 +454,9 @@ class RSA(nn.Module):
         """Args: x (Tensor): (B, C', H', W') = F_input (the layer-normalized block input). Returns (B, C', H', W')."""
         b, c, h, w = x.shape
         channels_last = _is_channels_last(x)
-        if self.lam == 1:  # CSA: MHSA over the FIM output of the whole map.
-            out_c, _ = self.coarse_attn(_to_tokens(self.fim(x)))
+        if self.lam == 1:  # CSA: eq. 7-9 with lambda = 1 (a 1x1 conv, FIM, MHSA), Output_f = F_input, no re-sampling.
+            coarse = x if self.down is None else self.down(x)
+            out_c, _ = self.coarse_attn(_to_tokens(self.fim(coarse)))
             return self.dwconv(x + _to_map(out_c, h, w, channels_last).to(x.dtype))
         coarse = self.fim_coarse(self.down(x))  # eq. 7-8
         hc, wc = coarse.shape[-2:]
@@ -543,7 +568,7 @@ class LAAT(nn.Module):
             with the same per-level choice as long as they are multiples of the level factors (see ``size_multiple``).
         region_size (int | None): Region side (see :class:`RSA`); None = lambda, the paper's coarse-token footprint.
         mlp_ratio (float): MLP width ratio (see :class:`RSABlock`). Not given by the paper; it sets most of the model
-            size (x8: 13.66M parameters at 2, 17.67M at 4).
+            size (x8: 14.61M parameters at 2, 18.62M at 4).
         fim_reduction (int): Channel-attention reduction in FIM (see :class:`FIM`).
         share_fim (bool): One FIM for the full and the coarse map in RSA (eq. 8 uses one ``H_FIM``).
         share_attention (bool): One MHSA for the coarse and the region attention (see :class:`RSA`).
@@ -563,6 +588,8 @@ class LAAT(nn.Module):
             ``'branch1'``, ``'branch2'`` (see :class:`FIM`, :class:`LearnedPosition`).
         wfm_mode (str): ``'split'`` (the paper's WFM) or a Table 4 ablation: ``'concat'``, ``'nosplit'`` (see
             :class:`WFM`).
+        csa_downsample (bool): eq. 7's ``Downsample`` in the CSA blocks (lambda = 1), a 1x1 conv, as the paper
+            defines it (default True). False leaves it out, CSA attending over ``FIM(F_input)`` (module docstring).
     """
 
     def __init__(self,
@@ -589,7 +616,8 @@ class LAAT(nn.Module):
                  head_reduction='sum',
                  region_selection=True,
                  fim_mode='full',
-                 wfm_mode='split'):
+                 wfm_mode='split',
+                 csa_downsample=True):
         super().__init__()
         if upscale not in (2, 4, 8):
             raise ValueError(f'LAAT: upscale must be 4 or 8 (2 also works), got {upscale}.')
@@ -626,7 +654,8 @@ class LAAT(nn.Module):
                     head_reduction=head_reduction,
                     region_selection=region_selection,
                     fim_mode=fim_mode,
-                    pos_size=(img_h >> lvl, img_w >> lvl)) for _ in range(num_blocks)
+                    pos_size=(img_h >> lvl, img_w >> lvl),
+                    csa_downsample=csa_downsample) for _ in range(num_blocks)
             ])
 
         c = num_feat

@@ -21,6 +21,8 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NETS = ('tanet', 'laat', 'aminet', 'wnet')
 NAMES = {'tanet': 'TANet', 'laat': 'LAAT', 'aminet': 'AMINet', 'wnet': 'W-Net'}
+# What the x4 source file is: LAAT's paper reports 8x only, so its x4 file is an extension, not a paper configuration.
+SOURCE_KIND = {'laat': "the paper's x8 settings\n# applied at x4 (an EXTENSION: LAAT reports 8x only) of"}
 
 TRAIN_PAPER = """\
     # LR faces made on the fly from the HR faces (dataroot_lq is not read): blur, random down-sampling,
@@ -96,7 +98,8 @@ def targets():
         dst = f'options/train_{net}_real_x4.yml'
         header = (
             f'# {NAMES[net]} x4 trained on synthetic real-world degradations (blur, noise, JPEG) of the HR faces\n'
-            f'# instead of bicubic LR faces; network and schedule: the paper configuration of {src}.\n'
+            f'# instead of bicubic LR faces; network and schedule: {SOURCE_KIND.get(net, "the paper configuration of")}'
+            f' {src}.\n'
             f'# Train: fsr-train -opt {dst}\n')
         yield src, dst, TRAIN_PAPER, header, None
     src = 'options/demo/train_tanet_demo_x4.yml'

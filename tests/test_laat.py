@@ -67,6 +67,23 @@ def test_paper_config_levels_and_forward(key):
     assert out.shape == (1, 3, 32, 48)
 
 
+def test_paper_config_has_eq7_1x1_conv_in_its_10_csa_blocks():
+    """Sec. 4.2 at x8: CSA (lambda = 1) at 32x32 and 16x16, i.e. 2 blocks each of the extraction steps at 128 and 256
+    channels, the transformation (256) and the recovery steps at 512 and 256: eq. 7's 1x1 conv there costs C'^2 + C'
+    each, and ``csa_downsample=False`` removes exactly those."""
+    torch.manual_seed(0)
+    paper = LAAT(**PAPER_CONFIGS['x8'])
+    without = LAAT(**PAPER_CONFIGS['x8'], csa_downsample=False)
+    csa = [m for m in paper.modules() if isinstance(m, RSA) and m.lam == 1]
+    assert sorted(m.down.in_channels for m in csa) == [128, 128, 256, 256, 256, 256, 256, 256, 512, 512]
+    assert all(m.down.kernel_size == (1, 1) and m.down.stride == (1, 1) for m in csa)
+    assert all(m.down is None for m in without.modules() if isinstance(m, RSA) and m.lam == 1)
+    widths = [128] * 2 + [256] * 2 + [256] * 2 + [512] * 2 + [256] * 2
+    count = lambda net: sum(p.numel() for p in net.parameters())  # noqa: E731
+    assert count(paper) - count(without) == sum(c * c + c for c in widths) == 953088
+    assert count(paper) == 14611115
+
+
 def test_unsupported_size_is_a_clear_error():
     net = tiny(4)
     assert net.size_multiple == 2

@@ -25,6 +25,19 @@ def conv1x1(x, layer):
     return torch.einsum('bihw,oi->bohw', x, layer.weight[:, :, 0, 0]) + layer.bias[:, None, None]
 
 
+def conv1x1_loops(x, layer):
+    """eq. 7 at lambda = 1, a 1x1 conv of stride 1: ``out[o, y, x] = b[o] + sum_i W[o, i] in[i, y, x]``, in loops."""
+    b, c_in, h, w = x.shape
+    weight, bias = layer.weight, layer.bias
+    out = torch.zeros(b, weight.shape[0], h, w, dtype=x.dtype)
+    for n in range(b):
+        for o in range(weight.shape[0]):
+            for yy in range(h):
+                for xx in range(w):
+                    out[n, o, yy, xx] = bias[o] + sum(weight[o, i, 0, 0] * x[n, i, yy, xx] for i in range(c_in))
+    return out
+
+
 def depthwise3x3(x, layer):
     """3x3 depth-wise conv, zero padding 1: sum over the 9 taps of the shifted map."""
     h, w = x.shape[-2:]
@@ -96,8 +109,8 @@ def rsa_ref(rsa, x, head_reduction='sum', up_mode='single', region_selection=Tru
     lam, heads = rsa.lam, rsa.coarse_attn.num_heads
     d = c // heads
     out = torch.empty_like(x)
-    if lam == 1:  # CSA (Sec. 4.2): MHSA over the FIM output of the whole map, added to F_input, then DWConv.
-        x_hat = fim_ref(x, rsa.fim)
+    if lam == 1:  # CSA (Sec. 4.2): eq. 7's 1x1 conv, FIM, MHSA over the whole map, added to F_input, then DWConv.
+        x_hat = fim_ref(x if rsa.down is None else conv1x1_loops(x, rsa.down), rsa.fim)
         for i in range(b):
             _, sas = mhsa_maps(x_hat[i].reshape(c, -1).T, rsa.coarse_attn, heads)
             out_c = linear(torch.cat(sas, dim=1), rsa.coarse_attn.proj)
@@ -281,12 +294,35 @@ def test_table2_csa_is_coarse_attention_without_regions():
         torch.testing.assert_close(rsa(x), rsa_ref(rsa, x, region_selection=False)[0], rtol=1e-10, atol=1e-10)
 
 
-def test_csa_level_is_mhsa_on_the_fim_output():
+@pytest.mark.parametrize('csa_downsample', [True, False])
+def test_csa_level_is_mhsa_on_the_fim_output(csa_downsample):
     torch.manual_seed(10)
-    rsa = _randomize(RSA(8, 2, lam=1, fim_reduction=2).double(), 10)
+    rsa = _randomize(RSA(8, 2, lam=1, fim_reduction=2, csa_downsample=csa_downsample).double(), 10)
+    # eq. 7 at lambda = 1: a 1x1 conv of stride 1 (C' x C' weights and C' biases), or none when left out
+    assert (rsa.down is not None) == csa_downsample
+    if csa_downsample:
+        assert rsa.down.weight.shape == (8, 8, 1, 1) and rsa.down.stride == (1, 1)
     x = torch.randn(2, 8, 4, 6, generator=torch.Generator().manual_seed(11), dtype=torch.float64)
     with torch.no_grad():
         torch.testing.assert_close(rsa(x), rsa_ref(rsa, x)[0], rtol=1e-10, atol=1e-10)
+
+
+def test_csa_eq7_at_lambda_1_on_a_tiny_input():
+    """CSA = DWConv(F + W_o MHSA(FIM(W F + b))) written out on 2 channels x 2x3 positions, one head, by hand."""
+    rsa = _randomize(RSA(2, 1, lam=1, fim_reduction=1).double(), 16)
+    x = torch.randn(1, 2, 2, 3, generator=torch.Generator().manual_seed(17), dtype=torch.float64)
+    w, bias = rsa.down.weight[:, :, 0, 0], rsa.down.bias
+    coarse = torch.stack([bias[o] + w[o, 0] * x[0, 0] + w[o, 1] * x[0, 1] for o in range(2)])[None]  # eq. 7
+    tokens = fim_ref(coarse, rsa.fim)[0].reshape(2, 6).T  # eq. 8, (6 positions, 2 channels)
+    q, k, v = (
+        tokens @ rsa.coarse_attn.qkv.weight[2 * j:2 * j + 2].T + rsa.coarse_attn.qkv.bias[2 * j:2 * j + 2]
+        for j in range(3))
+    logits = q @ k.T / math.sqrt(2)  # eq. 9, D_h = 2
+    out_c = (torch.exp(logits) / torch.exp(logits).sum(dim=1, keepdim=True)) @ v
+    out_c = out_c @ rsa.coarse_attn.proj.weight.T + rsa.coarse_attn.proj.bias
+    ref = depthwise3x3(x + out_c.T.reshape(1, 2, 2, 3), rsa.dwconv)  # eq. 12: Output_f = F_input, no Upsample
+    with torch.no_grad():
+        torch.testing.assert_close(rsa(x), ref, rtol=1e-10, atol=1e-10)
 
 
 @pytest.mark.parametrize('region_selection', [True, False])

@@ -65,6 +65,16 @@ def test_every_offered_reading_and_ablation_has_a_file():
         assert os.path.isfile(os.path.join(OPTIONS, 'ablation', f'train_laat_{key}_x8.yml')), key
 
 
+def test_no_x4_file_calls_x4_the_papers_configuration():
+    """The paper reports 8x only: an x4 file (or a file made from one) says that x4 is an extension."""
+    for path in LAAT_FILES:
+        with open(path) as f:
+            header = ''.join(line for line in f if line.startswith('#'))
+        names_x4 = 'x4' in os.path.basename(path) or 'train_laat_x4.yml' in header
+        if names_x4 and 'demo' not in path:
+            assert 'EXTENSION' in header and 'paper configuration of' not in header, path
+
+
 @pytest.mark.parametrize('name', sorted(VARIANTS))
 def test_variant_file_is_train_laat_x8_plus_its_arguments(name):
     folder = 'ablation' if name.replace('train_laat_', '').replace('_x8.yml', '') in ABLATIONS else ''
