@@ -107,13 +107,14 @@ def make_lr(hr_crop, scale, kernel='matlab'):
     (``--aligned`` HR crops).
 
     8-bit crops go through ``fsr_data.prepare.make_lr`` itself (BasicSR's MATLAB-style bicubic ``imresize`` rounded to
-    8 bits, or PIL bicubic); 16-bit crops use the same ``imresize`` in floating point without rounding.
+    8 bits, or PIL bicubic); 16-bit and float ([0, 1]) crops use the same ``imresize`` in floating point without
+    rounding.
     """
     if hr_crop.dtype == np.uint8:
         from fsr_data.prepare import make_lr as prepare_make_lr
         return prepare_make_lr(np.ascontiguousarray(hr_crop), scale, kernel).astype(np.float32) / 255.
     from basicsr.utils.matlab_functions import imresize
-    hr = np.ascontiguousarray(hr_crop, dtype=np.float32) / 65535.
+    hr = np.ascontiguousarray(hr_crop, dtype=np.float32) / (1. if hr_crop.dtype.kind == 'f' else 65535.)
     if kernel == 'matlab':
         lr = imresize(hr, 1. / scale)
     else:
@@ -135,10 +136,12 @@ def blend_mask(out_h, out_w, feather=0.1):
 
 def _blend(photo, box, face_rgb, mask, union):
     """Blend ``face_rgb`` (float32 [0, 1] RGB, the size of ``box``) into ``photo[box]`` with ``mask``; pixels whose
-    mask is 0 keep their values exactly. Alpha is left unchanged; gray photos get the face's gray."""
+    mask is 0 keep their values exactly. Alpha is left unchanged; gray photos get the face's gray. Integer photos are
+    rounded, float photos (in [0, 1]) are not."""
     x0, y0, x1, y1 = box
     region = photo[y0:y1, x0:x1]
-    maxv = 65535. if photo.dtype == np.uint16 else 255.
+    is_float = photo.dtype.kind == 'f'
+    maxv = 1. if is_float else (65535. if photo.dtype == np.uint16 else 255.)
     face = np.clip(face_rgb, 0, 1)
     mask = np.clip(mask, 0, 1)
     if photo.ndim == 2:
@@ -146,7 +149,7 @@ def _blend(photo, box, face_rgb, mask, union):
     else:
         face, orig, m = face[..., ::-1], region[..., :3], mask[..., None]
     blended = orig.astype(np.float32) * (1 - m) + face * maxv * m
-    blended = np.clip(blended.round(), 0, maxv).astype(photo.dtype)
+    blended = np.clip(blended if is_float else blended.round(), 0, maxv).astype(photo.dtype)
     keep = mask <= 0
     blended[keep] = orig[keep]
     if photo.ndim == 2:
@@ -163,7 +166,7 @@ def paste_window(photo, sr_rgb, x0, y0, mask, union=None):
     """Paste an SR crop into ``photo`` (in place) at integer offsets, no resampling.
 
     Args:
-        photo (ndarray): (H, W) gray, (H, W, 3) BGR or (H, W, 4) BGRA, uint8 or uint16.
+        photo (ndarray): (H, W) gray, (H, W, 3) BGR or (H, W, 4) BGRA, uint8, uint16 or float32 in [0, 1].
         sr_rgb (ndarray): (h, w, 3) float32 [0, 1] RGB, already at the photo's resolution.
         x0 (int): column of the crop's top-left pixel in ``photo`` (may be outside: the crop is clipped).
         y0 (int): row of the crop's top-left pixel.
@@ -186,7 +189,8 @@ def paste_warped(photo, sr_rgb, M, mask_crop, union=None):
     """Paste an SR crop back into ``photo`` (in place) with the inverse of ``M`` and a soft mask (one cubic warp).
 
     Args:
-        photo (ndarray): (H, W) gray, (H, W, 3) BGR or (H, W, 4) BGRA, uint8 or uint16. Alpha is left unchanged.
+        photo (ndarray): (H, W) gray, (H, W, 3) BGR or (H, W, 4) BGRA, uint8, uint16 or float32 in [0, 1]. Alpha is
+            left unchanged.
         sr_rgb (ndarray): (h, w, 3) float32 [0, 1] RGB crop.
         M (ndarray): 2x3 transform ``photo`` -> crop pixels.
         mask_crop (ndarray): (h, w) float32 soft mask in crop coordinates (:func:`blend_mask`).

@@ -2,9 +2,11 @@
 
 - :func:`network_spec` reads the network from a BasicSR options file (``network_g``, ``scale``,
   ``path:pretrain_network_g``) or from a registered name + its paper configuration (``PAPER_CONFIGS``).
-- :func:`load_weights` reads checkpoints with ``torch.load(weights_only=True)`` on the CPU (no code from the file runs)
+- :func:`load_weights` reads checkpoints with ``torch.load(weights_only=True)`` on the CPU (no code from the file runs),
+  refuses one with NaN or Inf weights (naming the file and the tensor: ``fsr_utils.safety.check_finite_state_dict``)
   and says what a checkpoint that does not fit is for (another network, configuration or scale).
-- :func:`run_network` runs a batch of LR crops, padded to the network's ``size_multiple`` as ``FSRModel`` does.
+- :func:`run_network` runs a batch of LR crops, padded to the network's ``size_multiple`` as ``FSRModel`` does; an
+  output with NaN or Inf values (activations that overflow) raises :class:`NonFiniteOutput`, never a clamped image.
 - :func:`prepare_options_from` finds how the training data was made (``fsr-prepare``'s manifest beside the options'
   ``dataroot_gt``): HR size, template zoom, LR kernel.
 """
@@ -14,9 +16,18 @@ import os
 import sys
 
 from fsr_tools.infer_io import InferError
+from fsr_utils.safety import check_finite_state_dict
 
 DEFAULT_HR_SIZE = (128, 128)  # fsr-prepare's default HR size
 FALLBACK_SCALES = (2, 4, 8, 16)  # scales tried to explain a checkpoint that does not fit the network
+
+
+class NonFiniteOutput(InferError):
+    """The network's output holds NaN or Inf values for the batch items ``indices``."""
+
+    def __init__(self, indices):
+        self.indices = list(indices)
+        super().__init__(f'the network returned NaN or Inf values for batch item(s) {self.indices}')
 
 
 def load_options(opt_path):
@@ -100,7 +111,8 @@ def _state_dict_diff(net, state):
 def read_checkpoint(path, param_key=None):
     """Read a BasicSR checkpoint safely and return ``(state_dict, key_used)``.
 
-    ``torch.load(weights_only=True)`` on the CPU (no code from the file runs). ``param_key`` (e.g. 'params_ema') is
+    ``torch.load(weights_only=True)`` on the CPU (no code from the file runs); NaN or Inf weights are refused (the
+    message names the file and the tensor). ``param_key`` (e.g. 'params_ema') is
     used when present; otherwise 'params_ema', then 'params', then a bare state dict.
     """
     import torch
@@ -128,6 +140,10 @@ def read_checkpoint(path, param_key=None):
     if not state or not all(hasattr(v, 'shape') for v in state.values()):
         raise InferError(f'weights file {path} has no network weights under {keys} (keys: {sorted(ckpt)[:8]}).')
     state = {k[7:] if k.startswith('module.') else k: v for k, v in state.items()}
+    try:
+        check_finite_state_dict(state, f'weights file {path}' + (f' ({used})' if used else ''))
+    except ValueError as e:
+        raise InferError(str(e))
     return state, used or '(bare state dict)'
 
 
@@ -177,8 +193,13 @@ def pick_output(out):
 
 
 def run_network(net, lr, scale, device):
-    """SR of a batch of LR crops (N, h, w, 3) float32 [0, 1] RGB -> (N, h*s, w*s, 3) float32, padded to the
-    network's ``size_multiple`` as FSRModel does at test time."""
+    """SR of a batch of LR crops (N, h, w, 3) float32 [0, 1] RGB -> (N, h*s, w*s, 3) float32 [0, 1], padded to the
+    network's ``size_multiple`` as FSRModel does at test time.
+
+    Raises:
+        NonFiniteOutput: the output of some batch items holds NaN or Inf (``indices`` names them).
+        InferError: the output has another shape than the scale says.
+    """
     import torch
     from torch.nn import functional as F
     x = torch.from_numpy(np.ascontiguousarray(lr.transpose(0, 3, 1, 2))).float().to(device)
@@ -195,8 +216,11 @@ def run_network(net, lr, scale, device):
         raise InferError(
             f'the network returned {got} for an input of {tuple(x.shape)}; expected {expected} (x{scale}). '
             'The network and the scale of the options do not match.')
-    out = out[..., :h * scale, :w * scale].float().clamp_(0, 1)
-    return out.permute(0, 2, 3, 1).cpu().numpy()
+    out = out[..., :h * scale, :w * scale].float()
+    finite = torch.isfinite(out).flatten(1).all(1)
+    if not bool(finite.all()):
+        raise NonFiniteOutput(torch.nonzero(~finite).flatten().tolist())
+    return out.clamp_(0, 1).permute(0, 2, 3, 1).cpu().numpy()
 
 
 def resolve_device(name):

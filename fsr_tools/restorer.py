@@ -6,6 +6,15 @@
                                  weights='experiments/TANet_demo_x4/models/net_g_latest.pth')
     out, faces = restorer.restore(cv2.imread('photo.jpg'))   # out: restorer.upscale x the photo, BGR like the input
 
+What ``restore`` takes and gives back: a photo as ``cv2.imread`` gives it (BGR order), gray / BGR / BGRA, uint8, uint16
+or float in [0, 1]; or a PIL image (RGB order). The result has the same type, dtype, range and channels (a PIL image
+for a PIL image). Anything else (None, lists, int32/bool arrays, 2 channels, channels-first, batches, empty arrays,
+float images outside [0, 1] or with NaN) is refused with a ``TypeError``/``ValueError`` saying what is expected; a
+photo without a face raises :class:`~fsr_tools.infer_io.SkipImage`. A face whose network output is not finite (NaN or
+Inf) raises :class:`~fsr_tools.infer_io.InferError`: nothing is pasted. Settings out of their range
+(``fsr_tools.infer_cli.RANGES``) raise :class:`~fsr_tools.infer_io.SettingError` (a ``ValueError``) when the restorer
+is made, and weights with NaN or Inf values are refused when loaded.
+
 Per photo: detect faces (5 landmarks, on a copy at most ``detect_max_side`` long), plan each face
 (:func:`fsr_tools.face_geometry.plan_face`: ``cut`` = LR crop cut from the photo without resampling, ``resampled`` = one
 warp to the LR template, ``kept`` = larger than the network's LR input, left as it is), run the network on batches of LR
@@ -24,10 +33,22 @@ import time
 
 from fsr_tools.face_geometry import (blend_mask, cut_window, lr_template, make_lr, paste_warped, paste_window,
                                      pixel_scale, plan_face, warp_to_template)
-from fsr_tools.infer_io import InferError, SkipImage, max_value, to_rgb, to_uint8
-from fsr_tools.infer_net import run_network
+from fsr_tools.infer_io import InferError, SettingError, SkipImage, as_photo, max_value, to_rgb, to_uint8
+from fsr_tools.infer_net import NonFiniteOutput, run_network
+from fsr_utils.safety import UsageError, check_number
 
 STAGES = ('detect', 'align', 'network', 'enlarge', 'paste')
+LR_KERNELS = ('matlab', 'pil-bicubic')
+
+
+def _setting(name, value, **limits):
+    """``check_number`` with the range of ``fsr_tools.infer_cli.RANGES[name]`` (or ``limits``); :class:`SettingError`
+    naming the argument."""
+    from fsr_tools.infer_cli import RANGES
+    try:
+        return check_number(name, value, **(limits or RANGES[name]))
+    except UsageError as e:
+        raise SettingError(str(e))
 
 
 def detect_faces(detector, rgb, max_side):
@@ -52,27 +73,34 @@ def detect_faces(detector, rgb, max_side):
 class FaceRestorer:
     """A loaded face SR network and the settings to restore the faces of photos.
 
+    Every number is checked against its range (``fsr_tools.infer_cli.RANGES``, the ranges of ``fsr-infer``'s options,
+    given below in brackets): a value outside it raises :class:`~fsr_tools.infer_io.SettingError` (a ``ValueError``).
+
     Args:
         net (nn.Module): the network, in eval mode on ``device``: LR (N, 3, h, w) [0, 1] RGB -> (N, 3, h*s, w*s).
-        scale (int): the network's scale s.
-        hr_size (tuple[int]): HR face size (h, w) of the training data (``fsr-prepare --hr-size``). Default 128x128.
+        scale (int): the network's scale s [1, 64].
+        hr_size (tuple[int]): HR face size (h, w) of the training data (``fsr-prepare --hr-size``), each side in
+            [4, 8192] and divisible by ``scale``. Default 128x128.
         device (torch.device | str): where the network runs. Default 'cpu'.
-        upscale (int | None): output size / input size (bicubic enlargement of the whole photo). Default: ``scale``.
-        zoom (float): alignment template zoom of the training data (``fsr-prepare --template-zoom``). Default 1.
-        lr_kernel (str): LR down-sampling of the training data, used for ``--aligned`` HR crops. Default 'matlab'.
-        batch_size (int): faces per network call. Default 8.
-        feather (float): soft-mask ramp width, fraction of the crop. Default 0.1.
-        min_score (float): ignore detections with a lower confidence. Default 0.9 (as fsr-prepare).
+        upscale (int | None): output size / input size (bicubic enlargement of the whole photo) [1, 16].
+            Default: ``scale``.
+        zoom (float): alignment template zoom of the training data (``fsr-prepare --template-zoom``) [0.25, 4].
+            Default 1.
+        lr_kernel (str): LR down-sampling of the training data, used for ``--aligned`` HR crops: 'matlab' or
+            'pil-bicubic'. Default 'matlab'.
+        batch_size (int): faces per network call [1, 4096]. Default 8.
+        feather (float): soft-mask ramp width, fraction of the crop [0, 0.5]. Default 0.1.
+        min_score (float): ignore detections with a lower confidence [0, 1]. Default 0.9 (as fsr-prepare).
         scale_tol (float): a face is cut without resampling when its scale is within ``1 + scale_tol`` of the LR
-            template (either way). Default 0.25 (see ``--scale-tol``).
-        roll_tol (float): ... and its roll within ``roll_tol`` degrees. Default 30 (see ``--roll-tol``).
+            template (either way) [0, 10]. Default 0.25 (see ``--scale-tol``).
+        roll_tol (float): ... and its roll within ``roll_tol`` degrees [0, 180]. Default 30 (see ``--roll-tol``).
         restore_large (bool): also restore faces larger than the LR template (down-sampled to it first: they can come
             out softer than the input). Default False.
         detector (object | str): a detector with ``detect(rgb_uint8) -> [{'box', 'landmarks', 'score'}]``, or a
             backend name for :class:`fsr_data.face_align.FaceDetector` (built on first use). Default 'mtcnn'.
         detector_weights (str | None): weights of the detector backend.
-        min_face (int): smallest face box side searched for, px. Default 20.
-        detect_max_side (int): detect on a copy at most this long (0: full size). Default 2048.
+        min_face (int): smallest face box side searched for, px [4, 100000]. Default 20.
+        detect_max_side (int): detect on a copy at most this long, 0 (full size) or [32, 1000000]. Default 2048.
     """
 
     def __init__(self,
@@ -94,23 +122,26 @@ class FaceRestorer:
                  min_face=20,
                  detect_max_side=2048):
         import torch
-        self.net, self.scale, self.device = net, int(scale), torch.device(device)
-        self.hr_size = tuple(int(v) for v in hr_size)
+        self.net, self.device = net, torch.device(device)
+        self.scale = _setting('scale', scale, minimum=1, maximum=64, integer=True)
+        if isinstance(hr_size, (str, bytes)) or not hasattr(hr_size, '__len__') or len(hr_size) != 2:
+            raise SettingError(f'hr_size must be (height, width), not {hr_size!r}.')
+        self.hr_size = tuple(_setting('hr_size', v) for v in hr_size)
         if self.hr_size[0] % self.scale or self.hr_size[1] % self.scale:
-            raise InferError(f'HR size {self.hr_size[0]}x{self.hr_size[1]} is not divisible by the scale {self.scale} '
-                             '(--hr-size).')
+            raise SettingError(f'HR size {self.hr_size[0]}x{self.hr_size[1]} is not divisible by the scale '
+                               f'{self.scale} (--hr-size).')
         self.lr_size = (self.hr_size[0] // self.scale, self.hr_size[1] // self.scale)
-        self.upscale = self.scale if upscale is None else int(upscale)
-        if self.upscale < 1:
-            raise InferError('--upscale must be >= 1.')
-        if scale_tol < 0 or roll_tol < 0:
-            raise InferError('--scale-tol and --roll-tol must be >= 0.')
-        self.zoom, self.lr_kernel = float(zoom), lr_kernel
-        self.batch_size = max(1, int(batch_size))
-        self.feather, self.min_score = feather, min_score
-        self.scale_tol, self.roll_tol, self.restore_large = float(scale_tol), float(roll_tol), bool(restore_large)
-        self.detector, self.detector_weights, self.min_face = detector, detector_weights, min_face
-        self.detect_max_side = detect_max_side
+        self.upscale = self.scale if upscale is None else _setting('upscale', upscale)
+        if lr_kernel not in LR_KERNELS:
+            raise SettingError(f'lr_kernel must be one of {", ".join(LR_KERNELS)}, not {lr_kernel!r}.')
+        self.zoom, self.lr_kernel = float(_setting('zoom', zoom)), lr_kernel
+        self.batch_size = _setting('batch_size', batch_size)
+        self.feather, self.min_score = float(_setting('feather', feather)), float(_setting('min_score', min_score))
+        self.scale_tol, self.roll_tol = float(_setting('scale_tol', scale_tol)), float(_setting('roll_tol', roll_tol))
+        self.restore_large = bool(restore_large)
+        self.detector, self.detector_weights = detector, detector_weights
+        self.min_face = _setting('min_face', min_face)
+        self.detect_max_side = 0 if detect_max_side == 0 else _setting('detect_max_side', detect_max_side)
         self.template_lr = lr_template(self.hr_size, self.scale, self.zoom)
         self._mask_hr = blend_mask(*self.hr_size, feather=feather)
         self.timings = dict.fromkeys(STAGES, 0.)
@@ -181,9 +212,13 @@ class FaceRestorer:
         return restorer
 
     def check(self):
-        """One forward pass on a blank LR crop: a network/scale mismatch fails here, before any photo is read."""
+        """One forward pass on a blank LR crop: a network/scale mismatch (or a network that returns NaN or Inf) fails
+        here, before any photo is read."""
         try:
             run_network(self.net, np.zeros((1, *self.lr_size, 3), np.float32), self.scale, self.device)
+        except NonFiniteOutput:
+            raise InferError(f'the network returns NaN or Inf values on a blank {self.lr_size[0]}x{self.lr_size[1]} LR '
+                             'face: its weights or its arithmetic are broken (e.g. activations that overflow).')
         except InferError:
             raise
         except Exception as e:
@@ -206,42 +241,61 @@ class FaceRestorer:
         return self.detector
 
     # --- the work ----------------------------------------------------------------------------------------------------
-    def _sr(self, lr_list):
+    def _sr(self, lr_list, face_indices=None):
+        """SR crops of LR crops, in batches; ``face_indices`` (the faces' indices in the photo) name the faces whose
+        output is not finite in the :class:`InferError` raised then."""
         t0 = time.perf_counter()
         out = []
         for start in range(0, len(lr_list), self.batch_size):
-            out += list(
-                run_network(self.net, np.stack(lr_list[start:start + self.batch_size]), self.scale, self.device))
+            try:
+                out += list(
+                    run_network(self.net, np.stack(lr_list[start:start + self.batch_size]), self.scale, self.device))
+            except NonFiniteOutput as e:
+                bad = [face_indices[start + i] if face_indices else start + i for i in e.indices]
+                raise InferError(f'the network returned NaN or Inf values for face {", ".join(map(str, bad))}: nothing '
+                                 'was pasted. Its activations overflow on this face, or the network is broken.')
         self.timings['network'] += time.perf_counter() - t0
         return out
 
     def enlarge(self, img):
-        """The plain enlargement of a photo (``upscale`` times, bicubic): what every pixel outside a face becomes."""
+        """The plain enlargement of a photo (``upscale`` times, bicubic): what every pixel outside a face becomes
+        (float photos are clipped to [0, 1], as 8 and 16-bit ones saturate)."""
         if self.upscale == 1:
             return img.copy()
         h, w = img.shape[:2]
-        return cv2.resize(img, (w * self.upscale, h * self.upscale), interpolation=cv2.INTER_CUBIC)
+        out = cv2.resize(img, (w * self.upscale, h * self.upscale), interpolation=cv2.INTER_CUBIC)
+        if out.dtype.kind == 'f':
+            np.clip(out, 0, 1, out=out)
+        return out
 
     def restore(self, img, faces=None, union=False):
         """Restore every face of a photo.
 
         Args:
-            img (ndarray): (H, W) gray, (H, W, 3) BGR or (H, W, 4) BGRA, uint8 or uint16 (as ``cv2.imread(path,
-                cv2.IMREAD_UNCHANGED)`` gives).
+            img (ndarray | PIL.Image.Image): (H, W) gray, (H, W, 3) BGR or (H, W, 4) BGRA (BGR order, as
+                ``cv2.imread(path, cv2.IMREAD_UNCHANGED)`` gives), uint8 (0-255), uint16 (0-65535) or float (in [0, 1]);
+                (H, W, 1) is taken as gray. Or a PIL image (RGB order; modes other than L, RGB, RGBA, I;16, I and F
+                are converted to RGB, or RGBA when they have transparency).
             faces (list[dict] | None): detections (``landmarks`` (5, 2) in photo pixels, optional ``box`` and
                 ``score``) to use instead of running the detector.
             union (bool): also return the union of the paste masks (uint8, ``ceil(255 * mask)``).
 
         Returns:
-            tuple: the restored photo (``upscale`` times the input size, same layout and dtype) and one dict per face:
+            tuple: the restored photo (``upscale`` times the input size, same type, layout, dtype and range; a PIL
+            image of the same mode for a PIL image) and one dict per face:
             ``index``, ``box``, ``score``, ``landmarks``, ``plan`` (cut | resampled | kept), ``lr_scale``, ``roll``,
             ``pasted_region`` (x0, y0, x1, y1 in the output, None when kept), ``notes``, ``lr`` and ``sr`` (float32
             RGB crops, None when kept); with ``union=True`` a third item, the mask.
 
         Raises:
             SkipImage: no face (above ``min_score``) was found.
+            TypeError: ``img`` is not an image of a supported type (None, a list, an int32 or bool array, ...).
+            ValueError: an array of an unsupported shape (2 channels, channels-first, a batch, empty), or a float image
+                outside [0, 1] or with NaN/Inf values.
+            InferError: the network's output for a face is not finite (NaN or Inf): nothing is pasted.
         """
         t0 = time.perf_counter()
+        img, back = as_photo(img)
         rgb = to_rgb(img)
         if faces is None:
             faces = detect_faces(self.get_detector(), rgb, self.detect_max_side)
@@ -265,8 +319,8 @@ class FaceRestorer:
             if plan['plan'] == 'cut':
                 x0, y0 = plan['offset']
                 lr = cut_window(rgb, x0, y0, self.lr_size[1], self.lr_size[0]).astype(np.float32) / maxv
-            elif plan['plan'] == 'resampled':
-                lr = warp_to_template(rgb, lm, self.lr_size, self.template_lr).astype(np.float32) / maxv
+            elif plan['plan'] == 'resampled':  # (a float photo's cubic warp can overshoot [0, 1])
+                lr = np.clip(warp_to_template(rgb, lm, self.lr_size, self.template_lr).astype(np.float32) / maxv, 0, 1)
             box = face.get('box')
             rec = dict(
                 index=idx,
@@ -286,7 +340,7 @@ class FaceRestorer:
                 lrs.append(lr)
         t2 = time.perf_counter()
         self.timings['align'] += t2 - t1
-        srs = self._sr(lrs) if lrs else []
+        srs = self._sr(lrs, [r['index'] for r in records if r['lr'] is not None]) if lrs else []
         t3 = time.perf_counter()
         out = self.enlarge(img)
         t4 = time.perf_counter()
@@ -314,7 +368,7 @@ class FaceRestorer:
                 region = paste_warped(out, sr, M, self._mask_hr, mask_union)
             rec['pasted_region'] = region
         self.timings['paste'] += time.perf_counter() - t4
-        return (out, records, mask_union) if union else (out, records)
+        return (back(out), records, mask_union) if union else (back(out), records)
 
     def face_notes(self, plan):
         """Human-readable notes on how one face was fed to the network."""
@@ -352,10 +406,19 @@ class FaceRestorer:
     def restore_aligned(self, img):
         """Restore an already aligned face crop of LR size (fed as is) or HR size (down-sampled as the training data).
 
+        Args:
+            img (ndarray | PIL.Image.Image): the crop, as :meth:`restore` takes a photo.
+
         Returns:
-            tuple: the SR crop (same layout and dtype as ``img``) and its record (``input_kind`` LR | HR, ``lr``,
-            ``sr``).
+            tuple: the SR crop (same type, layout, dtype and range as ``img``) and its record (``input_kind`` LR | HR,
+            ``lr``, ``sr``).
+
+        Raises:
+            SkipImage: the crop has neither the LR nor the HR size.
+            TypeError, ValueError: as :meth:`restore`.
+            InferError: the network's output is not finite.
         """
+        img, back = as_photo(img)
         h, w = img.shape[:2]
         maxv = max_value(img)
         rgb = to_rgb(img)
@@ -371,8 +434,8 @@ class FaceRestorer:
         sr = self._sr([lr])[0]
         H, W = sr.shape[:2]
         out = cv2.cvtColor(sr, cv2.COLOR_RGB2GRAY) if img.ndim == 2 else sr[..., ::-1]
-        out = np.clip((out * maxv).round(), 0, maxv).astype(img.dtype)
+        out = np.clip(out * maxv if img.dtype.kind == 'f' else (out * maxv).round(), 0, maxv).astype(img.dtype)
         if img.ndim == 3 and img.shape[2] == 4:
             alpha = cv2.resize(img[..., 3], (W, H), interpolation=cv2.INTER_CUBIC) if (h, w) != (H, W) else img[..., 3]
-            out = np.dstack([out, alpha])
-        return out, dict(index=0, input_kind=kind, notes=[], lr=lr, sr=sr)
+            out = np.dstack([out, np.clip(alpha, 0, maxv).astype(img.dtype)])
+        return back(out), dict(index=0, input_kind=kind, notes=[], lr=lr, sr=sr)
