@@ -17,7 +17,8 @@ Networks:
   ``params_ema`` when the checkpoint has them, else ``params``.
 
 Checkpoints are read with ``torch.load(weights_only=True)``; BasicSR's ``params_ema`` / ``params`` keys and a plain
-state_dict work. Networks that need LR sizes divisible by ``size_multiple`` get a replicate padding, cropped off after.
+state_dict work. Networks that need LR sizes divisible by ``size_multiple`` (SwinIR: its window) get a replicate
+padding, cropped off after.
 
 Protocol (written at the top of every table): PSNR and SSIM are BasicSR's ``calculate_psnr`` / ``calculate_ssim``
 (SSIM: 11x11 Gaussian window, sigma 1.5, as the MATLAB code of Wang et al.) on the Y channel (ITU-R BT.601, as BasicSR
@@ -28,25 +29,52 @@ distance use dlib (face box from the HR face). Outputs are rounded to 8 bits bef
 mean anything).
 
 A metric whose weights are missing is left out of the tables with a note saying which file to give; no number is ever
-computed with random weights.
+computed with random or non-finite weights.
 
 Outputs in ``--out``: ``benchmark.md`` (protocol, mean table, notes, per-face table), ``benchmark_mean.csv``,
 ``benchmark_per_face.csv``, ``grid.png`` (LR | bicubic | each network | HR for ``--grid-faces`` faces spread evenly
 over the set, first and last included; faces of different sizes each get a cell of their own size on a white
-background) and, with ``--save-images``, every output image under ``images/<method>/<face>.png``.
+background), with ``--save-images`` every output image under ``images/<method>/<face>.png``, and ``benchmark.json``
+(the files this tool wrote in the folder, with their SHA-256).
 
 ``--paper PAPER`` (laat, aminet, amigan, tanet, wnet) adds the figures that paper reports at this scale
 (:mod:`fsr_metrics.paper_results`) as rows beside the measured ones, marked as the paper's, with the differences
 between the paper's protocol and ours.
 
-Every network and checkpoint is checked (options read, network built, weights loaded strictly) before any face is
-evaluated, and the output folder before anything runs. A failure prints one line ``error: ...`` (exit status 1);
-``--debug`` or ``FSR_DEBUG=1`` shows the traceback.
+Promises (docs/reliability.md; ``fsr_utils.safety``):
+
+* Every number is checked when the options are read: ``--scale`` 2-16, ``--crop-border`` >= 0, ``--limit`` >= 1,
+  ``--grid-faces`` 0-100, ``--device`` auto, cpu, cuda or cuda:N (N below the CUDA device count); one ``error:``
+  line naming the option and its range, exit status 2.
+* Everything is checked before any face is scored, and a failed check is one ``error:`` line with exit status 2:
+  the data folder; every network and checkpoint (options read, network built, ``network_g.upscale`` and the options'
+  ``scale`` equal to ``--scale``, weights loaded strictly, and refused when a tensor holds NaN or Inf, naming the
+  checkpoint and the tensor; so are the LPIPS trunk and the FID weights); every LR/HR pair of the set (LR size x
+  scale == HR size, else an error naming the face, both LMDBs/folders, the sizes and the fix: an x8 LR set under
+  ``--scale 4`` is named as such); the crop border (at least 11 pixels of the smallest face left); the output folder
+  (not a file, no file on the way to it, not an input, not inside the data folder, not holding an input).
+* One run per output folder: a lock file (``.fsr.lock``, ``fsr_utils.safety.FolderLock``); a second run names the
+  holder and exits with status 2.
+* Nothing that fsr-benchmark did not write is overwritten or deleted: a file of an earlier fsr-benchmark run in
+  ``--out`` (listed in its ``benchmark.json`` with the same SHA-256, or the tables of a run made before
+  ``benchmark.json``) is replaced; anything else at a path this run writes (a file of yours, a file changed since,
+  a folder or a link) stops the run before any work. Files of an earlier run that this one does not write again
+  (e.g. ``grid.png`` after ``--grid-faces 0``) are removed when unchanged, so the folder describes one run.
+* A network output with NaN or Inf is never rounded into an image and scored: the run stops (exit status 1) with an
+  error naming the network and the face. A metric that needs larger faces is left out with a note (VIF: 41x41 after
+  the crop border; NIQE: see ``--niqe``), never computed on too few pixels.
+* Every file is written atomically (temporary name, then rename): a failed write is an error (exit status 1) naming
+  the file, never a truncated table.
+
+A failure prints one line ``error: ...``; ``--debug`` or ``FSR_DEBUG=1`` shows the traceback.
 """
 import argparse
 import csv
 import glob
+import hashlib
 import importlib
+import io
+import json
 import math
 import os
 import sys
@@ -81,6 +109,8 @@ METRICS = {
     'NIQE-set': ('lower', '{:.3f}'),
 }
 SET_METRICS = ('FID', 'NIQE-set')  # one value per method and test set, not per face
+VIF_MIN_SIZE = 41  # vifp_mscale: four scales of valid Gaussian filtering (face_metric.vifp_single)
+SSIM_MIN_SIZE = 11  # BasicSR's SSIM: one 11x11 Gaussian window of valid filtering
 NIQE_MIN_SIZE = 192  # BasicSR's NIQE fits its model to 96x96 blocks: a single block (e.g. a 128x128 face) is degenerate
 
 
@@ -102,17 +132,37 @@ def read_folder(path):
     return read_folder_images(path)
 
 
-def _to_bgr8(img):
+def _to_bgr8(img, where='image'):
     if img.dtype != np.uint8:
         if img.dtype == np.uint16:
             img = (img / 257.).round().astype(np.uint8)
         else:
-            raise ValueError(f'unsupported image dtype {img.dtype} (8- or 16-bit images only)')
+            raise ValueError(f'{where}: unsupported image dtype {img.dtype} (8- or 16-bit images only).')
     if img.ndim == 2:
         img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
     elif img.shape[2] == 4:
         img = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
     return img
+
+
+def _pair_error(name, lr_shape, hr_shape, scale, lr_path, hr_path):
+    """The error for an LR face whose size times ``scale`` is not its HR face's size: sizes, both sets and the fix."""
+    (lh, lw), (hh, hw) = lr_shape[:2], hr_shape[:2]
+    ratio = hh // lh if lh and lw and hh % lh == 0 and hw % lw == 0 and hh // lh == hw // lw else None
+    if ratio and ratio > 1:
+        fix = (f'{lr_path} holds x{ratio} LR faces: run with --scale {ratio}, or make x{scale} LR faces from these HR '
+               f'faces (fsr-prepare --scales {scale}, fsr-degrade --scale {scale})')
+    else:
+        fix = (f'{lr_path} does not belong to {hr_path}: make the LR faces again from these HR faces (fsr-prepare '
+               f'--scales {scale}, fsr-degrade --scale {scale})')
+    return ValueError(f'face {name}: LR {lh}x{lw} in {lr_path} times --scale {scale} is {lh * scale}x{lw * scale}, '
+                      f'but its HR face in {hr_path} is {hh}x{hw} (height x width): {fix}.')
+
+
+def check_pair(name, hr, lr, scale, lr_path='the LR set', hr_path='the HR set'):
+    """Raise ``ValueError`` (naming the face, both sets, the sizes and the fix) unless LR size x scale == HR size."""
+    if (lr.shape[0] * scale, lr.shape[1] * scale) != tuple(hr.shape[:2]):
+        raise _pair_error(name, lr.shape, hr.shape, scale, lr_path, hr_path)
 
 
 def matlab_bicubic(img, scale):
@@ -130,6 +180,10 @@ def matlab_bicubic(img, scale):
 def load_faces(data, scale):
     """Pairs (name, HR, LR) of BGR uint8 faces from a prepared dataset folder or a plain folder of HR faces.
 
+    Every pair read from a dataset is checked: LR size x ``scale`` must be the HR size (:func:`check_pair`), else
+    ``ValueError`` naming the face, both sets, the sizes and the fix (an x8 LR set under ``--scale 4`` is named as
+    such).
+
     Returns:
         tuple: (list of (name, hr, lr), description of the source for the protocol text)
     """
@@ -138,9 +192,11 @@ def load_faces(data, scale):
     lr = None
     layouts = [(ext, reader) for ext, reader in (('.lmdb', read_lmdb), ('', read_folder))
                if os.path.isdir(os.path.join(data, 'hr' + ext))]
+    hr_path = lr_path = data
     if layouts:
         ext, reader = layouts[0]
-        hr = reader(os.path.join(data, 'hr' + ext))
+        hr_path = os.path.join(data, 'hr' + ext)
+        hr = reader(hr_path)
         hr_name, lr_name = f'hr{ext or "/"}', f'lr_x{scale}{ext or "/"}'
         lr_path = os.path.join(data, f'lr_x{scale}{ext}')
         if os.path.isdir(lr_path):
@@ -154,17 +210,20 @@ def load_faces(data, scale):
         raise ValueError(f'no HR faces found in {data} (expected hr.lmdb, hr/ or image files).')
     faces = []
     for name in sorted(hr):
-        hr_img = _to_bgr8(hr[name])
+        hr_img = _to_bgr8(hr[name], f'HR face {name} in {hr_path}')
         if lr is None:
             h, w = hr_img.shape[:2]
+            if h < scale or w < scale:
+                raise ValueError(f'HR face {name} in {hr_path} is {h}x{w}, smaller than --scale {scale}: it has no '
+                                 'LR face. Remove it or use larger faces.')
             hr_img = hr_img[:h - h % scale, :w - w % scale]  # mod crop, as BasicSR's paired data
             lr_img = matlab_bicubic(hr_img, 1. / scale)
         else:
             if name not in lr:
-                raise KeyError(f'HR face {name} has no LR face at x{scale} in {data}.')
-            lr_img = _to_bgr8(lr[name])
-            if (lr_img.shape[0] * scale, lr_img.shape[1] * scale) != hr_img.shape[:2]:
-                raise ValueError(f'face {name}: LR {lr_img.shape[:2]} x{scale} != HR {hr_img.shape[:2]}.')
+                raise KeyError(f'HR face {name} in {hr_path} has no LR face in {lr_path}: make the LR set from '
+                               f'the same HR faces (fsr-prepare --scales {scale}).')
+            lr_img = _to_bgr8(lr[name], f'LR face {name} in {lr_path}')
+            check_pair(name, hr_img, lr_img, scale, lr_path, hr_path)
         faces.append((name, hr_img, lr_img))
     if lr is None:
         source += ' with BasicSR\'s MATLAB-style bicubic imresize (antialiased)'
@@ -185,7 +244,7 @@ def load_lr_faces(data, scale):
         lr, source = read_folder(data), f'`{data}` (LR faces; no ground truth)'
     if not lr:
         raise ValueError(f'no LR faces found in {data} (expected lr_x{scale}.lmdb, lr_x{scale}/ or image files).')
-    return [(name, None, _to_bgr8(lr[name])) for name in sorted(lr)], source
+    return [(name, None, _to_bgr8(lr[name], f'LR face {name} in {data}')) for name in sorted(lr)], source
 
 
 # ---------------------------------------------------------------------------------------------------------- networks
@@ -228,7 +287,8 @@ def parse_net_specs(opts, nets, scale):
                 network_g=opt['network_g'],
                 checkpoint=ckpt,
                 param_key=(opt.get('path') or {}).get('param_key_g', 'params'),
-                source=opt_path))
+                source=opt_path,
+                options=opt_path))
     for text in nets or []:
         if '=' not in text:
             raise ValueError(f'--net {text}: expected LABEL=CHECKPOINT[,OPTIONS.yml]')
@@ -237,34 +297,76 @@ def parse_net_specs(opts, nets, scale):
         if not os.path.isfile(ckpt):
             raise FileNotFoundError(f'--net {text}: checkpoint {ckpt} does not exist (check the path; BasicSR writes '
                                     'them as experiments/<name>/models/net_g_<iter>.pth).')
-        opt = load_yaml(opt_path or find_experiment_yaml(ckpt))
+        opt_path = opt_path or find_experiment_yaml(ckpt)
+        opt = load_yaml(opt_path)
         if 'network_g' not in (opt or {}):
-            raise ValueError(f'--net {text}: {opt_path or "the experiment options file"} has no network_g section.')
+            raise ValueError(f'--net {text}: {opt_path} has no network_g section.')
+        if opt.get('scale', scale) != scale:
+            raise ValueError(f'--net {text}: {opt_path} is for x{opt.get("scale")}, the benchmark runs at x{scale}.')
         specs.append(
-            dict(label=label, network_g=opt['network_g'], checkpoint=ckpt, param_key=None, source=f'--net {text}'))
+            dict(
+                label=label,
+                network_g=opt['network_g'],
+                checkpoint=ckpt,
+                param_key=None,
+                source=f'--net {text}',
+                options=opt_path))
     labels = [s['label'] for s in specs]
     if len(set(labels)) != len(labels) or 'Bicubic' in labels:
         raise ValueError(f'network labels must be unique and not "Bicubic": {labels}')
+    for spec in specs:
+        label = spec['label']
+        # the label names a folder of --save-images and a table row: no path, no hidden name, no Markdown cell break
+        if (not label.strip() or label.startswith('.') or any(c in label for c in '/\\|\n\r\0')):
+            raise ValueError(f'{spec["source"]}: network label {label!r} cannot name a table row and a folder: use '
+                             'letters, digits, spaces, "-", "_" (no "/", "\\", "|", no leading ".").')
+        upscale = (spec['network_g'] or {}).get('upscale')
+        if upscale is not None and upscale != scale:
+            raise ValueError(
+                f'{spec["source"]}: network_g.upscale is {upscale}, the benchmark runs at --scale {scale}: '
+                'give the network of this scale, or run with --scale ' + str(upscale) + '.')
     return specs
 
 
+class BrokenWeights(ValueError):
+    """A checkpoint whose weights hold NaN or Inf (the message names the checkpoint and the tensors)."""
+
+
+class NonFiniteOutput(ValueError):
+    """A network output that holds NaN or Inf: it is never rounded into an image and scored."""
+
+
 def load_state_dict(checkpoint, param_key=None):
-    """Weights of a BasicSR checkpoint or of a plain state_dict.
+    """Weights of a BasicSR checkpoint or of a plain state_dict, refused when a tensor holds NaN or Inf.
 
     Args:
         checkpoint (str): ``.pth`` file.
         param_key (str | None): Key to read (``path.param_key_g`` of an options file); None: ``params_ema`` (the EMA
             weights BasicSR saves next to ``params`` when ``ema_decay`` > 0), else ``params``.
+
+    Raises:
+        BrokenWeights: a tensor of the weights read holds NaN or Inf (named, with the checkpoint).
     """
     if not os.path.isfile(checkpoint):
         raise FileNotFoundError(f'checkpoint {checkpoint} does not exist.')
     state = torch.load(checkpoint, map_location='cpu', weights_only=True)
+    key = None
     if isinstance(state, dict):
         for key in (param_key, 'params_ema', 'params'):
             if key and isinstance(state.get(key), dict):
                 state = state[key]
                 break
-    return {k[7:] if k.startswith('module.') else k: v for k, v in state.items()}
+        else:
+            key = None
+    if not isinstance(state, dict):
+        raise ValueError(f'checkpoint {checkpoint} holds a {type(state).__name__}, not a state_dict.')
+    state = {k[7:] if k.startswith('module.') else k: v for k, v in state.items()}
+    try:
+        from fsr_utils.safety import check_finite_state_dict
+        check_finite_state_dict(state, f'checkpoint {checkpoint}' + (f' ({key})' if key else ''))
+    except ValueError as err:
+        raise BrokenWeights(str(err)) from None
+    return state
 
 
 def build_network(spec, device):
@@ -272,6 +374,7 @@ def build_network(spec, device):
 
     Raises:
         ValueError: Unknown network type, wrong arguments, or weights that do not fit (naming source and checkpoint).
+        BrokenWeights: NaN or Inf weights (naming source, checkpoint and tensor).
     """
     from basicsr.utils.registry import ARCH_REGISTRY
     opt = dict(spec['network_g'])
@@ -291,10 +394,15 @@ def build_network(spec, device):
         net.load_state_dict(state, strict=True)
     except FileNotFoundError:
         raise
+    except BrokenWeights as err:
+        raise BrokenWeights(f'{source}: {err}') from None
     except Exception as err:  # truncated file, foreign pickle, wrong network: say which checkpoint and spec
         msg = ' '.join(str(err).split())
         raise ValueError(f'{source}: checkpoint {spec["checkpoint"]} does not load into {name} '
                          f'({type(err).__name__}: {msg[:300]}): give the checkpoint of this network and options.')
+    if not getattr(net, 'size_multiple', None):
+        from fsr_tools.baselines import size_multiple
+        net.size_multiple = size_multiple(name, opt)  # e.g. SwinIR: LR sizes in whole windows (padded here)
     return net.eval().to(device)
 
 
@@ -307,7 +415,11 @@ def check_networks(specs):
 
 
 def super_resolve(net, lr, scale, device):
-    """SR of a BGR uint8 LR face (padding to the network's ``size_multiple``); returns a BGR uint8 image."""
+    """SR of a BGR uint8 LR face (padding to the network's ``size_multiple``); returns a BGR uint8 image.
+
+    Raises:
+        NonFiniteOutput: the output holds NaN or Inf (never rounded into an image).
+    """
     with torch.no_grad():
         return _super_resolve(net, lr, scale, device)
 
@@ -322,7 +434,11 @@ def _super_resolve(net, lr, scale, device):
     out = net(x)
     if isinstance(out, (tuple, list)):
         out = out[0]  # e.g. W-Net's (sr, parsing)
-    out = out[..., :h * scale, :w * scale].clamp(0, 1)
+    out = out[..., :h * scale, :w * scale]
+    bad = int((~torch.isfinite(out)).sum())
+    if bad:  # clamp and rounding would turn NaN into black pixels and a PSNR
+        raise NonFiniteOutput(f'the network output holds {bad} NaN or Inf values of {out.numel()}')
+    out = out.clamp(0, 1)
     return np.round(out[0].float().cpu().numpy().transpose(1, 2, 0)[..., ::-1] * 255.).astype(np.uint8)
 
 
@@ -350,12 +466,17 @@ class MetricSuite:
         self.notes = []
         self.names = ['PSNR', 'SSIM', 'VIF'] if reference else []
         self.lpips = self.dlib = self.fid = None
+        inner = None if min_face_size is None else min_face_size - 2 * crop_border
+        if reference and inner is not None and inner < VIF_MIN_SIZE:
+            self.names.remove('VIF')
+            self.notes.append(f'VIF left out: its four scales of valid filtering need faces of at least '
+                              f'{VIF_MIN_SIZE}x{VIF_MIN_SIZE} after the crop border; the smallest face here is '
+                              f'{min_face_size} pixels, crop border {crop_border}.')
         if reference:
             self._reference_metrics(fm, device, lpips_trunk, lpips_net, face_metrics, dlib_models, fid_weights)
         else:
             self.notes.append('No ground truth (`--no-gt`): only no-reference scores (`--niqe`).')
         self.niqe = self.niqe_set = False
-        inner = None if min_face_size is None else min_face_size - 2 * crop_border
         if niqe and inner is not None and inner < NIQE_MIN_SIZE:
             from fsr_metrics.niqe_set import BLOCK
             text = (f'BasicSR\'s per-face NIQE needs faces of at least {NIQE_MIN_SIZE}x{NIQE_MIN_SIZE} after the crop '
@@ -381,6 +502,8 @@ class MetricSuite:
             try:
                 self.lpips = fm.get_lpips(lpips_trunk, lpips_net, device)
                 self.names += ['LPIPS', 'MPS']
+            except fm.BrokenWeightsError as err:
+                raise fm.BrokenWeightsError(f'--lpips-trunk: {err}') from None
             except (FileNotFoundError, ValueError) as err:
                 self.notes.append(f'LPIPS and MPS left out: {err}')
         else:
@@ -398,6 +521,8 @@ class MetricSuite:
             try:
                 self.fid = fm.FIDCalculator(fid_weights, device=device)
                 self.names += ['FID']
+            except fm.BrokenWeightsError as err:
+                raise fm.BrokenWeightsError(f'--fid-weights: {err}') from None
             except (FileNotFoundError, ImportError) as err:
                 self.notes.append(f'FID left out: {err}')
         else:
@@ -420,11 +545,9 @@ class MetricSuite:
             return {k: float(v) for k, v in res.items()}
         from basicsr.metrics import calculate_psnr, calculate_ssim
         kw = dict(crop_border=self.crop_border, test_y_channel=self.y_channel)
-        res.update({
-            'PSNR': calculate_psnr(sr, hr, **kw),
-            'SSIM': calculate_ssim(sr, hr, **kw),
-            'VIF': self.fm.calculate_face_vif(sr, hr, **kw)
-        })
+        res.update({'PSNR': calculate_psnr(sr, hr, **kw), 'SSIM': calculate_ssim(sr, hr, **kw)})
+        if 'VIF' in self.names:
+            res['VIF'] = self.fm.calculate_face_vif(sr, hr, **kw)
         if self.lpips is not None:
             res['LPIPS'] = self.lpips(sr, hr)
             res['MPS'] = self.fm.mps_from(res['SSIM'], res['LPIPS'])
@@ -443,8 +566,9 @@ def protocol_text(args, source, num_faces, suite):
         lines += [
             '- PSNR, SSIM: BasicSR `calculate_psnr` / `calculate_ssim` (11x11 Gaussian window, sigma 1.5) on the '
             f'{channel}, crop_border = {args.crop_border}; outputs rounded to 8 bits first.',
-            '- VIF: pixel-domain VIF (Sheikh & Bovik 2006, `vifp_mscale`), same channel and crop.'
         ]
+        if 'VIF' in suite.names:
+            lines.append('- VIF: pixel-domain VIF (Sheikh & Bovik 2006, `vifp_mscale`), same channel and crop.')
     lines.append('- Bicubic: BasicSR\'s MATLAB-style `imresize` of the LR face.')
     if 'LPIPS' in suite.names:
         lines.append(f'- LPIPS: `lpips` v0.1, {args.lpips_net} trunk from `{args.lpips_trunk}`, RGB, whole face; '
@@ -474,20 +598,31 @@ def _fmt(metric, value):
     return METRICS[metric][1].format(value)
 
 
+def _csv_text(rows):
+    buf = io.StringIO()
+    csv.writer(buf).writerows(rows)
+    return buf.getvalue()
+
+
 def write_tables(out_dir, methods, names, per_face, means, protocol, notes, scale, extra=()):
+    """Write ``benchmark_mean.csv``, ``benchmark_per_face.csv`` and ``benchmark.md``, each atomically (a reader sees
+    the old file or the whole new one; a failed write raises ``OSError`` naming the file).
+
+    Returns:
+        list[str]: the Markdown lines.
+    """
+    from fsr_utils.safety import atomic_write_text
     os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, 'benchmark_mean.csv'), 'w', newline='') as f:
-        writer = csv.writer(f)
-        writer.writerow(['method'] + names)
-        for m in methods:
-            writer.writerow([m] + [repr(means[m].get(n)) if means[m].get(n) is not None else '' for n in names])
+    atomic_write_text(
+        os.path.join(out_dir, 'benchmark_mean.csv'),
+        _csv_text([['method'] + names] +
+                  [[m] + [repr(means[m].get(n)) if means[m].get(n) is not None else '' for n in names]
+                   for m in methods]))
     face_names = [n for n in names if n not in SET_METRICS]
-    with open(os.path.join(out_dir, 'benchmark_per_face.csv'), 'w', newline='') as f:
-        writer = csv.writer(f)
-        writer.writerow(['face', 'method'] + face_names)
-        for face, rows in per_face.items():
-            for m in methods:
-                writer.writerow([face, m] + [repr(rows[m][n]) for n in face_names])
+    atomic_write_text(
+        os.path.join(out_dir, 'benchmark_per_face.csv'),
+        _csv_text([['face', 'method'] + face_names] + [[face, m] + [repr(rows[m][n]) for n in face_names]
+                                                       for face, rows in per_face.items() for m in methods]))
     arrows = {n: '↑' if METRICS[n][0] == 'higher' else '↓' for n in names}
     md = [f'# Face super-resolution benchmark, x{scale}', '', '## Protocol', ''] + protocol + ['', '## Mean', '']
     md.append('| Method | ' + ' | '.join(f'{n} {arrows[n]}' for n in names) + ' |')
@@ -503,8 +638,7 @@ def write_tables(out_dir, methods, names, per_face, means, protocol, notes, scal
     for face, rows in per_face.items():
         for m in methods:
             md.append(f'| {face} | {m} | ' + ' | '.join(_fmt(n, rows[m][n]) for n in face_names) + ' |')
-    with open(os.path.join(out_dir, 'benchmark.md'), 'w', encoding='utf-8') as f:
-        f.write('\n'.join(md) + '\n')
+    atomic_write_text(os.path.join(out_dir, 'benchmark.md'), '\n'.join(md) + '\n')
     return md
 
 
@@ -534,7 +668,8 @@ def make_grid(rows, labels, path):
         for j, img in enumerate(row):
             h, w = img.shape[:2]
             grid[ys[i]:ys[i] + h, xs[j]:xs[j] + w] = img
-    cv2.imwrite(path, grid)
+    from fsr_utils.safety import atomic_imwrite
+    atomic_imwrite(path, grid)
     return grid
 
 
@@ -568,8 +703,117 @@ def paper_table(paper, scale, measured_methods, means, names, y_channel, crop_bo
     return lines
 
 
+# ------------------------------------------------------------------------------------------------ the output folder
+MANIFEST = 'benchmark.json'  # the files fsr-benchmark wrote in the folder, with their SHA-256
+TABLE_FILES = ('benchmark.md', 'benchmark_mean.csv', 'benchmark_per_face.csv')
+LEGACY_FILES = TABLE_FILES + ('grid.png', )  # what a run before benchmark.json wrote, recognised by benchmark.md
+
+
+def _sha256(path):
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(1 << 20), b''):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def planned_outputs(methods, face_names, grid, save_images):
+    """Paths (relative to ``--out``) of the files a run writes, ``benchmark.json`` aside."""
+    files = list(TABLE_FILES) + (['grid.png'] if grid else [])
+    if save_images:
+        files += [f'images/{m}/{name}.png' for m in methods for name in face_names]
+    return files
+
+
+def earlier_outputs(out):
+    """``{relative path: SHA-256 or None}`` of the files earlier fsr-benchmark runs wrote in ``out``.
+
+    From ``benchmark.json``; a folder of a run made before it existed is recognised by its ``benchmark.md`` (the
+    table files and ``grid.png``, no hash). None when ``benchmark.json`` is there but not fsr-benchmark's.
+    """
+    path = os.path.join(out, MANIFEST)
+    if os.path.lexists(path):
+        try:
+            with open(path, encoding='utf-8') as f:
+                record = json.load(f)
+        except (OSError, ValueError):
+            return None
+        files = record.get('files') if isinstance(record, dict) and record.get('tool') == 'fsr-benchmark' else None
+        return dict(files) if isinstance(files, dict) else None
+    md = os.path.join(out, 'benchmark.md')
+    if os.path.isfile(md) and not os.path.islink(md):
+        with open(md, encoding='utf-8', errors='replace') as f:
+            if f.readline().startswith('# Face super-resolution benchmark, x'):
+                return {name: None for name in LEGACY_FILES}
+    return {}
+
+
+def foreign_outputs(out, planned, owned):
+    """The paths among ``planned`` (and on the way to them) that hold something fsr-benchmark did not write, or that
+    changed since it wrote them (another SHA-256), or a link: they are never written over."""
+    foreign = [] if owned is not None else [MANIFEST]
+    owned = owned or {}
+    seen = set()
+    for rel in planned:
+        parent = os.path.dirname(rel)
+        while parent and parent not in seen:  # a file or a link where a folder of ours goes
+            seen.add(parent)
+            path = os.path.join(out, parent)
+            if os.path.islink(path) or (os.path.lexists(path) and not os.path.isdir(path)):
+                foreign.append(parent)
+            parent = os.path.dirname(parent)
+        path = os.path.join(out, rel)
+        if not os.path.lexists(path):
+            continue
+        if (os.path.islink(path) or not os.path.isfile(path) or rel not in owned
+                or (owned[rel] is not None and _sha256(path) != owned[rel])):
+            foreign.append(rel)
+    return foreign
+
+
+def write_manifest(out, files, argv=None):
+    """``benchmark.json``: the files of ``out`` this tool wrote (``None``: being written), written atomically."""
+    from fsr_utils.safety import atomic_write_text
+    record = dict(tool='fsr-benchmark', command=['fsr-benchmark'] + list(argv or []), files=dict(sorted(files.items())))
+    atomic_write_text(os.path.join(out, MANIFEST), json.dumps(record, indent=1) + '\n')
+
+
+def finish_outputs(out, planned, owned, argv=None):
+    """After a run: hash what it wrote, remove the unchanged files of an earlier run that this one did not write again
+    (they would describe another run), and write ``benchmark.json``."""
+    files = {rel: _sha256(os.path.join(out, rel)) for rel in planned}
+    for rel, digest in (owned or {}).items():
+        path = os.path.join(out, rel)
+        if rel in files or not os.path.isfile(path) or os.path.islink(path):
+            continue
+        if digest is None:
+            files[rel] = None  # an earlier run's file without a hash (written before benchmark.json): kept, still ours
+        elif _sha256(path) == digest:
+            os.remove(path)
+            folder = os.path.dirname(path)
+            while _strictly_inside(folder, out) and not os.listdir(folder):
+                os.rmdir(folder)  # an images/<method>/ folder left empty by the removal
+                folder = os.path.dirname(folder)
+        # a changed file is the user's now: kept, and no longer listed
+    write_manifest(out, files, argv)
+    return files
+
+
+def _strictly_inside(path, folder):
+    from fsr_utils.safety import is_within, real
+    return is_within(path, folder) and real(path) != real(folder)
+
+
 # -------------------------------------------------------------------------------------------------------------- main
+def _device_arg(text):
+    if text in ('auto', 'cpu', 'cuda') or (text.startswith('cuda:') and text[5:].isdigit()):
+        return text
+    raise argparse.ArgumentTypeError(f'must be auto, cpu, cuda or cuda:N, not {text!r}')
+
+
 def parse_args(argv=None):
+    """The options; every number is checked here (one ``error:`` line naming the option and its range, exit 2)."""
+    from fsr_utils.safety import int_range
     p = argparse.ArgumentParser(
         prog='fsr-benchmark',
         description='Evaluate bicubic and trained networks on a face test set; write Markdown/CSV tables and an image '
@@ -580,12 +824,17 @@ def parse_args(argv=None):
         required=True,
         help='prepared dataset folder (hr.lmdb + lr_xS.lmdb, or hr/ + lr_xS/) '
         'or a folder of HR faces')
-    p.add_argument('--scale', type=int, required=True, help='upscaling factor (4 or 8)')
+    p.add_argument('--scale', type=int_range(2, 16), required=True, help='upscaling factor, 2-16 (networks: 4 or 8)')
     p.add_argument('--opt', action='append', default=[], help='BasicSR options file of a network (repeatable)')
     p.add_argument('--net', action='append', default=[], help='LABEL=CHECKPOINT[,OPTIONS.yml] (repeatable)')
     p.add_argument('--out', default=None, help='output folder (default: results/benchmark_x<scale>)')
     p.add_argument('--rgb', action='store_true', help='PSNR/SSIM/VIF on RGB instead of the Y channel')
-    p.add_argument('--crop-border', type=int, default=None, help='pixels cropped at each edge (default: the scale)')
+    p.add_argument(
+        '--crop-border',
+        type=int_range(0),
+        default=None,
+        help='pixels cropped at each edge, >= 0 (default: the scale); '
+        f'at least {SSIM_MIN_SIZE} pixels of the smallest face must remain')
     p.add_argument('--lpips-trunk', default=None, help='torchvision trunk weights for LPIPS (alexnet-owt-7be5be79.pth)')
     p.add_argument('--lpips-net', default='alex', choices=['alex', 'vgg'])
     p.add_argument('--fid-weights', default=None, help='pytorch-fid pt_inception-2015-12-05-6726825d.pth')
@@ -599,10 +848,11 @@ def parse_args(argv=None):
         action='store_true',
         help='faces without ground truth: --data holds LR faces (lr_xS.lmdb, lr_xS/ or '
         'image files); only no-reference scores (--niqe) and the grid')
-    p.add_argument('--grid-faces', type=int, default=4, help='faces shown in grid.png (0: no grid)')
+    p.add_argument(
+        '--grid-faces', type=int_range(0, 100), default=4, help='faces shown in grid.png, 0-100 (0: no grid)')
     p.add_argument('--save-images', action='store_true', help='save every output under <out>/images/<method>/')
-    p.add_argument('--device', default='auto', help='auto, cpu, cuda or cuda:N')
-    p.add_argument('--limit', type=int, default=None, help='evaluate the first N faces only')
+    p.add_argument('--device', type=_device_arg, default='auto', help='auto, cpu, cuda or cuda:N')
+    p.add_argument('--limit', type=int_range(1), default=None, help='evaluate the first N faces only (N >= 1)')
     p.add_argument(
         '--paper',
         default=None,
@@ -611,6 +861,7 @@ def parse_args(argv=None):
     p.add_argument('--paper-set', help='with --paper: only the rows of this test set (e.g. CelebA, Helen, FFHQ)')
     p.add_argument('--debug', action='store_true', help='show the traceback of an error (also: FSR_DEBUG=1)')
     args = p.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.crop_border is None:
         args.crop_border = args.scale
     if args.out is None:
@@ -618,20 +869,58 @@ def parse_args(argv=None):
     return args
 
 
-def run(args):
-    """Run the benchmark; returns ``(methods, means, per_face, notes)``."""
-    from tqdm import tqdm
-    if os.path.exists(args.out) and not os.path.isdir(args.out):
-        raise FileExistsError(f'--out {args.out} is a file: give a folder (it is created if missing).')
+def _device(text):
+    """The torch device of ``--device``, refused (UsageError) when it is not there."""
+    from fsr_utils.safety import UsageError
+    if text == 'auto':
+        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    if text.startswith('cuda'):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(text[5:]) if ':' in text else 0
+        if index >= count:
+            raise UsageError(
+                f'--device {text}: this machine has {count} CUDA device(s)'
+                f'{" (cuda:0 to cuda:" + str(count - 1) + ")" if count else ""}: use --device cpu or auto.')
+    return torch.device(text)
+
+
+def _inputs(args, specs):
+    """``(path, option)`` of every input, for the output checks."""
+    inputs = [(args.data, '--data')]
+    for spec in specs:
+        inputs += [(spec['checkpoint'], spec['source']), (spec.get('options'), spec['source'])]
+    inputs += [(args.lpips_trunk, '--lpips-trunk'), (args.fid_weights, '--fid-weights'),
+               (args.dlib_models, '--dlib-models')]
+    return [(path, option) for path, option in inputs if path]
+
+
+def _check_crop_border(faces, args):
+    """The crop border must leave at least an SSIM window of the smallest face."""
+    from fsr_utils.safety import UsageError
+    name, h, w = min(((n, lr.shape[0] * args.scale, lr.shape[1] * args.scale) for n, _, lr in faces),
+                     key=lambda t: min(t[1:]))
+    left = min(h, w) - 2 * args.crop_border
+    if left < SSIM_MIN_SIZE:
+        raise UsageError(f'--crop-border {args.crop_border} leaves {max(left, 0)} pixels of face {name} ({h}x{w} '
+                         f'at HR size); the metrics need at least {SSIM_MIN_SIZE}: give --crop-border '
+                         f'{max(0, (min(h, w) - SSIM_MIN_SIZE) // 2)} or less.')
+
+
+def prepare(args):
+    """Every check, before any face is scored: device, data, networks and checkpoints (built, weights loaded strictly,
+    finite), every LR/HR pair, crop border, output folder and the files in it. Takes the output folder's lock.
+
+    Returns:
+        dict: the plan for :func:`execute` (its ``lock`` is held: release it, as :func:`run` does).
+    """
+    from fsr_utils import safety
+    device = _device(args.device)
     if not os.path.isdir(args.data):
         raise FileNotFoundError(f'--data {args.data} is not a folder: give a prepared dataset folder (hr.lmdb + '
                                 f'lr_x{args.scale}.lmdb) or a folder of HR faces.')
-    _load_plugin()
-    device = torch.device(('cuda' if torch.cuda.is_available() else 'cpu') if args.device == 'auto' else args.device)
-    specs = parse_net_specs(args.opt, args.net, args.scale)
-    check_networks(specs)  # every network and checkpoint, before any face is evaluated
     if args.no_gt and args.paper:
         raise ValueError('--paper compares reference metrics (PSNR, SSIM): it needs ground truth, not --no-gt.')
+    _load_plugin()
     if args.paper_set:
         sets = paper_test_sets(args.paper, args.scale) if args.paper else None
         if sets is None:
@@ -639,9 +928,18 @@ def run(args):
         if args.paper_set.lower() not in [t.lower() for t in sets]:
             raise ValueError(f'--paper-set {args.paper_set}: {args.paper} reports at x{args.scale} on '
                              f'{", ".join(sets) or "no test set"}.')
+    specs = parse_net_specs(args.opt, args.net, args.scale)
+    safety.check_output_path(args.out, '--out', _inputs(args, specs))
+    check_networks(specs)  # every network and checkpoint, before any face is evaluated
     faces, source = (load_lr_faces if args.no_gt else load_faces)(args.data, args.scale)
     if args.limit:
         faces = faces[:args.limit]
+    _check_crop_border(faces, args)
+    methods = ['Bicubic'] + [s['label'] for s in specs]
+    # grid faces spread evenly over the set (first and last included): e.g. one draw per face of fsr-degrade --draws
+    n_grid = min(args.grid_faces, len(faces))
+    grid_names = [faces[i][0] for i in sorted(set(np.linspace(0, len(faces) - 1, n_grid).round().astype(int)))]
+    planned = planned_outputs(methods, [n for n, _, _ in faces], bool(grid_names), args.save_images)
     suite = MetricSuite(
         args.scale,
         args.crop_border,
@@ -656,28 +954,65 @@ def run(args):
         min(min(lr.shape[:2]) * args.scale for _, _, lr in faces),
         reference=not args.no_gt,
         num_faces=len(faces))
-    methods = ['Bicubic'] + [s['label'] for s in specs]
+    lock = safety.FolderLock(args.out, 'fsr-benchmark', '--out').acquire()
+    try:
+        owned = earlier_outputs(args.out)
+        foreign = foreign_outputs(args.out, planned, owned)
+        if foreign:
+            more = f' and {len(foreign) - 3} more' if len(foreign) > 3 else ''
+            raise safety.UsageError(
+                f'--out {args.out}: {", ".join(foreign[:3])}{more} {"is" if len(foreign) == 1 else "are"} not '
+                'fsr-benchmark\'s (not written by it, or changed since): fsr-benchmark never writes over what it did '
+                'not write. Move it away, or choose another --out.')
+    except BaseException:
+        lock.release()
+        raise
+    return dict(
+        device=device,
+        specs=specs,
+        faces=faces,
+        source=source,
+        methods=methods,
+        grid_names=grid_names,
+        planned=planned,
+        owned=owned,
+        suite=suite,
+        lock=lock)
+
+
+def execute(args, plan):
+    """Score every face with bicubic and each network and write the outputs (the plan of :func:`prepare`).
+
+    Returns:
+        tuple: ``(methods, means, per_face, notes, markdown lines)``.
+    """
+    from tqdm import tqdm
+
+    from fsr_utils.safety import atomic_imwrite
+    faces, methods, suite, device, grid_names = (plan[k] for k in ('faces', 'methods', 'suite', 'device', 'grid_names'))
+    # the files about to be written are listed first, so that a run killed half-way leaves them recognisable as ours
+    write_manifest(args.out, {**(plan['owned'] or {}), **{rel: None for rel in plan['planned']}}, args.argv)
     per_face = {name: {} for name, _, _ in faces}
     outputs = {m: {} for m in methods}
-    # grid faces spread evenly over the set (first and last included): e.g. one draw per face of fsr-degrade --draws
-    n_grid = min(max(0, args.grid_faces), len(faces))
-    grid_names = [faces[i][0] for i in sorted(set(np.linspace(0, len(faces) - 1, n_grid).round().astype(int)))]
-    for method, spec in zip(methods, [None] + specs):
+    for method, spec in zip(methods, [None] + plan['specs']):
         net = build_network(spec, device) if spec else None
         for name, hr, lr in tqdm(faces, desc=method, unit='face', file=sys.stdout):
             if net is None:
                 sr = matlab_bicubic(lr, args.scale)
             else:
-                sr = super_resolve(net, lr, args.scale, device)
+                try:
+                    sr = super_resolve(net, lr, args.scale, device)
+                except NonFiniteOutput as err:
+                    raise NonFiniteOutput(f'{method} ({spec["source"]}, checkpoint {spec["checkpoint"]}): {err} for '
+                                          f'face {name}; no score is computed from it. The checkpoint or the network '
+                                          'is broken for this input (e.g. trained into a divergence).') from None
             if hr is not None and sr.shape != hr.shape:
                 raise ValueError(f'{method} gives {sr.shape} for face {name}, the HR face is {hr.shape}.')
             per_face[name][method] = suite.per_face(name, sr, hr)
             if suite.fid is not None or suite.niqe_set or name in grid_names:
                 outputs[method][name] = sr
             if args.save_images:
-                path = os.path.join(args.out, 'images', method, f'{name}.png')
-                os.makedirs(os.path.dirname(path), exist_ok=True)
-                cv2.imwrite(path, sr)
+                atomic_imwrite(os.path.join(args.out, 'images', method, f'{name}.png'), sr)
         del net
     face_names = [n for n in suite.names if n not in SET_METRICS]
     means = {m: {n: float(np.mean([per_face[f][m][n] for f in per_face])) for n in face_names} for m in methods}
@@ -689,10 +1024,10 @@ def run(args):
         from fsr_metrics.niqe_set import calculate_niqe_set
         for m in methods:
             means[m]['NIQE-set'] = calculate_niqe_set([outputs[m][n] for n, _, _ in faces], args.crop_border)
-    protocol = protocol_text(args, source, len(faces), suite)
+    protocol = protocol_text(args, plan['source'], len(faces), suite)
     extra = paper_table(args.paper, args.scale, methods, means, suite.names, not args.rgb, args.crop_border,
                         args.paper_set) if args.paper else []
-    write_tables(args.out, methods, suite.names, per_face, means, protocol, suite.notes, args.scale, extra)
+    md = write_tables(args.out, methods, suite.names, per_face, means, protocol, suite.notes, args.scale, extra)
     if grid_names:
         lookup = {name: (hr, lr) for name, hr, lr in faces}
         rows = []
@@ -702,27 +1037,57 @@ def run(args):
                 lr, (lr.shape[1] * args.scale, lr.shape[0] * args.scale), interpolation=cv2.INTER_NEAREST)
             rows.append([lr_up] + [outputs[m][name] for m in methods] + ([hr] if hr is not None else []))
         make_grid(rows, ['LR'] + methods + ([] if args.no_gt else ['HR']), os.path.join(args.out, 'grid.png'))
-    return methods, means, per_face, suite.notes
+    finish_outputs(args.out, plan['planned'], plan['owned'], args.argv)
+    return methods, means, per_face, suite.notes, md
+
+
+def run(args):
+    """Run the benchmark (:func:`prepare`, then :func:`execute` under the output folder's lock); returns
+    ``(methods, means, per_face, notes)``."""
+    plan = prepare(args)
+    try:
+        return execute(args, plan)[:4]
+    finally:
+        plan['lock'].release()
+
+
+def _fail(args, exc, status):
+    """Print one ``error:`` line for ``exc`` and exit with ``status`` (the traceback behind --debug / FSR_DEBUG)."""
+    from fsr_utils.safety import UsageError, error_exit
+    text = exc.args[0] if isinstance(exc, KeyError) and len(exc.args) == 1 else exc
+    plain = isinstance(exc, (UsageError, FileNotFoundError, FileExistsError, ValueError, KeyError))
+    msg = str(text if plain else f'{type(exc).__name__}: {exc}')
+    hint = '' if isinstance(exc, UsageError) else ' (--debug shows the traceback)'
+    sys.exit(error_exit(msg + hint, status))
 
 
 def main(argv=None):
-    """Entry point of ``fsr-benchmark``."""
+    """Entry point of ``fsr-benchmark``: exit status 0; 2 when a check before any face is scored fails (options,
+    data, networks, output folder); 1 when the work itself fails (a non-finite output, a failed write)."""
     args = parse_args(argv)
+    debug = args.debug or os.environ.get('FSR_DEBUG', '0') not in ('', '0')
     try:
-        run(args)
+        plan = prepare(args)
     except Exception as exc:  # one line for the user; the traceback behind --debug / FSR_DEBUG
-        if args.debug or os.environ.get('FSR_DEBUG', '0') not in ('', '0'):
+        if debug:
             raise
-        text = exc.args[0] if isinstance(exc, KeyError) and len(exc.args) == 1 else exc
-        plain = isinstance(exc, (FileNotFoundError, FileExistsError, ValueError, KeyError))
-        msg = ' '.join(str(text if plain else f'{type(exc).__name__}: {exc}').split())
-        sys.exit(f'error: {msg} (--debug shows the traceback)')
-    with open(os.path.join(args.out, 'benchmark.md'), encoding='utf-8') as f:
-        text = f.read()
+        _fail(args, exc, 2)
+    try:
+        md = execute(args, plan)[4]
+    except Exception as exc:
+        if debug:
+            raise
+        _fail(args, exc, 1)
+    finally:
+        plan['lock'].release()
+    text = '\n'.join(md)
     print(text.split('## Per face')[0].rstrip())
-    print(f'\nWrote {args.out}/benchmark.md, benchmark_mean.csv, benchmark_per_face.csv' +
-          (', grid.png' if args.grid_faces > 0 else ''))
+    wrote = ', '.join(
+        list(TABLE_FILES[1:]) + (['grid.png'] if plan['grid_names'] else []) +
+        (['images/'] if args.save_images else []) + [MANIFEST])
+    print(f'\nWrote {args.out}/{TABLE_FILES[0]}, {wrote}')
+    return 0
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

@@ -20,7 +20,8 @@ for ``fsr-benchmark``, with pytorch-fid's Inception network and its weights file
 ``pt_inception-2015-12-05-6726825d.pth`` (the TF-Inception weights published FIDs use) from a local path.
 
 Pretrained files are never downloaded and never replaced by random weights: a missing file raises ``FileNotFoundError``
-naming the option and the expected file.
+naming the option and the expected file; a file whose weights hold NaN or Inf raises :class:`BrokenWeightsError` (a
+``ValueError``) naming the file and the tensor where it is loaded, so no score is ever computed with broken weights.
 
 * LPIPS: ``lpips_trunk_path`` = torchvision's ImageNet state_dict of the trunk, ``alexnet-owt-7be5be79.pth``
   (``lpips_net: alex``, the default of the LPIPS paper) or ``vgg16-397923af.pth`` (``lpips_net: vgg``); a file holding
@@ -52,6 +53,8 @@ from basicsr.metrics.metric_util import reorder_image, to_y_channel
 from basicsr.metrics.psnr_ssim import calculate_ssim
 from basicsr.utils.registry import METRIC_REGISTRY
 
+from fsr_utils.safety import check_finite_state_dict
+
 LPIPS_TRUNK_FILES = {'alex': 'alexnet-owt-7be5be79.pth', 'vgg': 'vgg16-397923af.pth'}
 FID_WEIGHTS_FILE = 'pt_inception-2015-12-05-6726825d.pth'
 DLIB_FILES = {
@@ -63,9 +66,21 @@ DLIB_FILES = {
 _CACHE = {}
 
 
+class BrokenWeightsError(ValueError):
+    """A weights file (LPIPS trunk, FID Inception) with NaN or Inf values; the message names the file and tensor."""
+
+
+def _check_finite(state, source):
+    try:
+        return check_finite_state_dict(state, source)
+    except ValueError as err:
+        raise BrokenWeightsError(str(err)) from None
+
+
 def _prepare(img, img2, crop_border=0, input_order='HWC', test_y_channel=False):
     """Reorder, crop and (optionally) convert to Y exactly as BasicSR's PSNR/SSIM do; returns float64 HWC arrays."""
-    assert img.shape == img2.shape, f'Image shapes are different: {img.shape}, {img2.shape}.'
+    if img.shape != img2.shape:
+        raise ValueError(f'Image shapes are different: {img.shape}, {img2.shape}.')
     img = reorder_image(img, input_order=input_order)
     img2 = reorder_image(img2, input_order=input_order)
     if crop_border != 0:
@@ -216,11 +231,14 @@ def load_lpips_trunk(model, trunk_path):
     """Copy the ``features.N.*`` tensors of a torchvision state_dict into the slices of ``lpips.LPIPS(...).net``.
 
     Raises:
-        ValueError: if the file lacks a trunk tensor or a shape differs (wrong network).
+        ValueError: if the file lacks a trunk tensor, a shape differs (wrong network) or a tensor holds NaN or Inf.
     """
     state = torch.load(trunk_path, map_location='cpu', weights_only=True)
     if isinstance(state, dict) and 'state_dict' in state:
         state = state['state_dict']
+    if not isinstance(state, dict):
+        raise ValueError(f'{trunk_path} holds a {type(state).__name__}, not a torchvision state_dict.')
+    _check_finite(state, f'LPIPS trunk {trunk_path}')
     expected = {}
     for slice_name, block in model.net.named_children():
         for idx, module in block.named_children():
@@ -427,7 +445,8 @@ class FIDCalculator:
         self.batch_size = batch_size
 
         def local_weights(*args, **kwargs):
-            return torch.load(fid_weights_path, map_location='cpu', weights_only=True)
+            state = torch.load(fid_weights_path, map_location='cpu', weights_only=True)
+            return _check_finite(state, f'FID weights {fid_weights_path}')
 
         original = fid_inception.load_state_dict_from_url
         fid_inception.load_state_dict_from_url = local_weights  # pytorch-fid's builder, fed the local file

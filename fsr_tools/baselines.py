@@ -13,13 +13,14 @@ arguments below through BasicSR's ``ARCH_REGISTRY``, exactly as an option file's
   networks (``options/demo/``: 0.6-3.8 GFLOPs, median about 1.9), i.e. at the same cost as the face networks they are
   compared with; the counts are in ``docs/speed_cpu.md`` (``fsr-speed --config demo``). The matching is by FLOPs, not
   parameters: on the CPU the training time per iteration follows the FLOPs.
-- ``tiny``: the smallest working configuration, for tests.
+- ``tiny``: the smallest working configuration, for tests; SwinIR's window is 4 there, so that the tiny faces of
+  ``fsr-speed --config tiny`` (32x32 HR: a 4x4 LR input at x8) are one whole window.
 
 The option files ``options/baselines/train_<net>_x4.yml`` (paper) and ``options/demo/train_<net>_demo_x4.yml``
 (demo) use the same arguments; a test checks that they agree with this module.
 """
 
-__all__ = ['BASELINES', 'baseline_kwargs']
+__all__ = ['BASELINES', 'baseline_kwargs', 'size_multiple']
 
 _SWINIR_COMMON = dict(in_chans=3, img_range=1., window_size=8, mlp_ratio=2., resi_connection='1conv')
 
@@ -41,7 +42,14 @@ BASELINES = {
         'demo':
         dict(img_size=32, depths=[2, 2], embed_dim=32, num_heads=[2, 2], upsampler='pixelshuffle', **_SWINIR_COMMON),
         'tiny':
-        dict(img_size=8, depths=[1], embed_dim=8, num_heads=[1], upsampler='pixelshuffledirect', **_SWINIR_COMMON),
+        dict(
+            _SWINIR_COMMON,
+            img_size=8,
+            depths=[1],
+            embed_dim=8,
+            num_heads=[1],
+            upsampler='pixelshuffledirect',
+            window_size=4),
     },
 }
 
@@ -61,3 +69,15 @@ def baseline_kwargs(name, scale, config='paper'):
     kwargs = dict(BASELINES[name][config])
     kwargs['upscale'] = scale
     return kwargs
+
+
+def size_multiple(name, kwargs):
+    """The multiple that LR heights and widths must be for network ``name`` built with ``kwargs`` (1: any size).
+
+    BasicSR's ``SwinIR`` splits its features into ``window_size`` x ``window_size`` windows without padding, so its
+    input must be whole windows (``fsr-speed`` rounds its LR input up to it, ``fsr-benchmark`` pads the LR face and
+    crops the output); EDSR and RCAN take any size.
+    """
+    if name == 'SwinIR':
+        return int(kwargs.get('window_size', 7))  # BasicSR's default window
+    return 1

@@ -28,6 +28,23 @@ Columns:
   before it (weights and input).
 
 The Markdown table goes to stdout and to ``--out`` (default ``speed.md``).
+
+Input: the LR size is ``hr_size / scale`` rounded up to the multiple the network needs (its ``size_multiple``;
+SwinIR's window, :func:`fsr_tools.baselines.size_multiple`), so every configuration runs at every scale; the
+``Input`` column says the size measured.
+
+Promises (docs/reliability.md):
+
+* Every number is checked when the options are read: ``--scales`` 4 or 8, ``--hr-size`` 16-4096 and a multiple of
+  every scale, ``--warmup`` 0-100, ``--repeats`` 1-1000, ``--max-seconds`` >= 0, ``--train-batch`` 0-1024; one
+  ``error:`` line naming the option and its range, exit status 2. So are ``--arch`` and the demo option files.
+* ``--out`` is checked before any measurement: not a folder, no file on the way, not inside ``--options-dir``; an
+  existing file is replaced only when it is a table fsr-speed wrote (never someone else's file); exit status 2. The
+  table is written atomically (a reader sees the old table or the whole new one; a failed write is an error, exit 1).
+* A pair of a network and a scale that has no configuration (``--config demo --scales 8``) is a row that says it was
+  skipped and why; a case that fails (e.g. out of memory) is a row that says ``failed:`` and why, with the columns
+  measured before the failure, and the other cases are measured all the same: the table is written, and the exit
+  status is 1 with one ``error:`` line naming the failed cases.
 """
 import argparse
 import contextlib
@@ -104,8 +121,9 @@ def network_kwargs(module, scale, config='paper', name=None, options_dir='option
     elif config == 'demo':
         path = os.path.join(options_dir, f'train_{name.lower()}_demo_x4.yml')
         if not os.path.isfile(path):
-            raise SystemExit(f'error: --config demo reads the demo options file {path}, which does not exist: run from '
-                             'the repository root or give --options-dir.')
+            from fsr_utils.safety import UsageError
+            raise UsageError(f'--config demo reads the demo options file {path}, which does not exist: run from the '
+                             'repository root or give --options-dir.')
         import yaml
         with open(path) as f:
             kwargs = dict(yaml.safe_load(f)['network_g'])
@@ -117,8 +135,15 @@ def network_kwargs(module, scale, config='paper', name=None, options_dir='option
 
 
 def build(name, kwargs):
+    """The network ``name`` built from ``kwargs`` in eval mode; a network that needs whole windows (SwinIR) gets a
+    ``size_multiple`` (:func:`fsr_tools.baselines.size_multiple`), so that :func:`lr_size` rounds its input up."""
     from basicsr.utils.registry import ARCH_REGISTRY
-    return ARCH_REGISTRY.get(name)(**kwargs).eval()
+
+    from fsr_tools.baselines import size_multiple
+    net = ARCH_REGISTRY.get(name)(**kwargs).eval()
+    if not getattr(net, 'size_multiple', None):
+        net.size_multiple = size_multiple(name, kwargs)
+    return net
 
 
 def lr_size(net, hr_size, scale):
@@ -312,25 +337,25 @@ def measure(name,
             max_seconds=30.,
             gpu=None,
             cpu=True,
-            train_batch=8):
+            train_batch=8,
+            row=None):
     """One row of the table (a dict keyed by :data:`COLUMNS` and, with a GPU, :data:`GPU_COLUMNS`).
 
     ``cpu=False`` leaves the CPU timing and memory columns empty (``--gpu-only``: paper configurations on a GPU).
+    ``row``: a dict to fill in place, column by column, so that the columns measured before a failure (e.g. out of
+    memory at batch 16) are kept in it when this raises.
     """
+    row = {} if row is None else row
+    row.update({'Network': name, 'Scale': f'x{scale}'})
+    for column in COLUMNS[2:]:
+        row.setdefault(column, None)
     torch.manual_seed(0)
     net = build(name, kwargs)
     s = lr_size(net, hr_size, scale)
     x = torch.rand(1, 3, s, s)
-    row = {
-        'Network': name,
-        'Scale': f'x{scale}',
-        'Input': f'{s}x{s} -> {s * scale}x{s * scale}',
-        'Params (M)': count_params(net) / 1e6,
-        'GFLOPs': count_flops(net, x) / 1e9,
-        'CPU ms (b1)': None,
-        'CPU img/s (b16)': None,
-        'CPU peak MB (b1)': None,
-    }
+    row['Input'] = f'{s}x{s} -> {s * scale}x{s * scale}'
+    row['Params (M)'] = count_params(net) / 1e6
+    row['GFLOPs'] = count_flops(net, x) / 1e9
     if cpu:
         t1 = time_forward(net, x, warmup, repeats)
         row['CPU ms (b1)'] = t1 * 1e3
@@ -339,7 +364,7 @@ def measure(name,
             row['CPU img/s (b16)'] = 16 / t16
         row['CPU peak MB (b1)'] = measure_cpu_memory(name, kwargs, hr_size, scale) if memory else None
     if gpu is not None:
-        row.update(measure_gpu(net, x, gpu, warmup, repeats, train_batch))
+        measure_gpu(net, x, gpu, warmup, repeats, train_batch, row=row)
     del net
     gc.collect()
     return row
@@ -380,8 +405,12 @@ def train_throughput(net, x, device, steps, autocast_dtype=None, channels_last=F
     return x.shape[0] / seconds, peak / x.shape[0]
 
 
-def measure_gpu(net, x, device, warmup, repeats, train_batch=8):
-    """GPU fp32 and bf16-autocast + channels_last latency (batch 1), fp32 peak memory, and training throughput."""
+def measure_gpu(net, x, device, warmup, repeats, train_batch=8, row=None):
+    """GPU fp32 and bf16-autocast + channels_last latency (batch 1), fp32 peak memory, and training throughput.
+
+    ``row``: a dict filled in place (the columns measured before a failure stay in it); returned.
+    """
+    row = {} if row is None else row
     net = net.to(device)
     x = x.to(device)
 
@@ -389,22 +418,23 @@ def measure_gpu(net, x, device, warmup, repeats, train_batch=8):
         with torch.inference_mode():
             net(x)
 
-    peak = peak_memory(forward, device)[0] / 2**20
-    fp32 = time_forward(net, x, max(warmup, 2), max(repeats, 5))
-    net_cl = net.to(memory_format=torch.channels_last)
-    bf16 = time_forward(net_cl, x.to(memory_format=torch.channels_last), max(warmup, 2), max(repeats, 5),
-                        torch.bfloat16)
-    net.to(memory_format=torch.contiguous_format)
-    row = {'GPU fp32 ms': fp32 * 1e3, 'GPU bf16+CL ms': bf16 * 1e3, 'GPU peak MB': peak}
-    if train_batch:
-        xb = x.repeat(train_batch, 1, 1, 1)
-        state = {k: v.detach().clone() for k, v in net.state_dict().items()}
-        row['GPU train img/s fp32'], train_peak = train_throughput(net, xb, device, repeats)
-        row['GPU train peak MB/img'] = train_peak / 2**20
-        row['GPU train img/s bf16+CL'], _ = train_throughput(net, xb, device, repeats, torch.bfloat16, True)
-        net.load_state_dict(state)
-    net.cpu()
-    torch.cuda.empty_cache()
+    try:
+        row['GPU peak MB'] = peak_memory(forward, device)[0] / 2**20
+        row['GPU fp32 ms'] = time_forward(net, x, max(warmup, 2), max(repeats, 5)) * 1e3
+        net_cl = net.to(memory_format=torch.channels_last)
+        row['GPU bf16+CL ms'] = time_forward(net_cl, x.to(memory_format=torch.channels_last), max(warmup, 2),
+                                             max(repeats, 5), torch.bfloat16) * 1e3
+        net.to(memory_format=torch.contiguous_format)
+        if train_batch:
+            xb = x.repeat(train_batch, 1, 1, 1)
+            state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+            row['GPU train img/s fp32'], train_peak = train_throughput(net, xb, device, repeats)
+            row['GPU train peak MB/img'] = train_peak / 2**20
+            row['GPU train img/s bf16+CL'], _ = train_throughput(net, xb, device, repeats, torch.bfloat16, True)
+            net.load_state_dict(state)
+    finally:
+        net.cpu()
+        torch.cuda.empty_cache()
     return row
 
 
@@ -438,9 +468,14 @@ def machine_text(config, hr_size, gpu):
 
 
 def markdown(rows, header, gpu):
+    """The Markdown table; a ``Note`` column is added when a row has one (a case skipped or failed, and why)."""
     columns = COLUMNS + (GPU_COLUMNS if gpu is not None else [])
+    noted = any(row.get('Note') for row in rows)
+    if noted:
+        columns = columns + ['Note']
     lines = [
-        f'Speed ({header}).', '', '| ' + ' | '.join(columns) + ' |', '|---|---|---|' + '---:|' * (len(columns) - 3)
+        f'Speed ({header}).', '', '| ' + ' | '.join(columns) + ' |',
+        '|---|---|---|' + '---:|' * (len(columns) - 3 - noted) + ('---|' if noted else '')
     ]
     for row in rows:
         lines.append('| ' + ' | '.join(_cell(c, row.get(c)) for c in columns) + ' |')
@@ -451,46 +486,140 @@ def markdown(rows, header, gpu):
                                                'max_memory_allocated above weights and input.'
                                                if gpu is not None else ' No GPU on this machine: GPU columns left out.')
     ]
+    if noted:
+        lines[-1] += (' Note: a case skipped (no such configuration) or failed (e.g. out of memory), and why; '
+                      '"-" cells of a failed row were not measured.')
     return '\n'.join(lines) + '\n'
 
 
+def is_speed_table(path):
+    """True when ``path`` is a Markdown table that fsr-speed wrote (its first line and its footnote)."""
+    try:
+        with open(path, encoding='utf-8', errors='replace') as f:
+            text = f.read(1 << 20)
+    except OSError:
+        return False
+    return text.startswith('Speed (') and '\nGFLOPs: torch.utils.flop_counter.FlopCounterMode' in text
+
+
+def check_out(args):
+    """Check ``--out`` before any measurement (``fsr_utils.safety.UsageError`` naming the option and the fix): a new
+    file in a folder that can be made and written, not an input; an existing file only when fsr-speed wrote it (it is
+    replaced atomically), never a file of someone else's."""
+    from fsr_utils.safety import UsageError, check_output_path, is_within
+    inputs = [(args.options_dir, '--options-dir')] if args.config == 'demo' else []
+    if not os.path.lexists(args.out):
+        check_output_path(args.out, '--out', inputs, kind='file')
+        return
+    if os.path.isdir(args.out):
+        raise UsageError(f'--out {args.out} is a folder, not a file: give the path of the Markdown file to write.')
+    if not is_speed_table(args.out):
+        raise UsageError(f'--out {args.out} exists and is not a table fsr-speed wrote: fsr-speed never writes over it. '
+                         'Move it away, or choose another --out.')
+    for path, option in inputs:
+        if is_within(args.out, path):
+            raise UsageError(f'--out {args.out} is inside the input folder {path} ({option}): choose another --out.')
+    folder = os.path.dirname(os.path.abspath(args.out))
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageError(f'--out {args.out} cannot be replaced: {folder} is not writable for this user. Choose a '
+                         'writable location.')
+
+
+def _check_multiple(p, args):
+    scales = [s for s in args.scales if args.config != 'demo' or s == 4]
+    bad = [s for s in scales if args.hr_size % s]
+    if bad:
+        p.error(f'argument --hr-size: must be a multiple of every scale measured ({", ".join(map(str, scales))}), '
+                f'not {args.hr_size}')
+
+
 def parse_args(argv=None):
+    """The options; every number is checked here (one ``error:`` line naming the option and its range, exit 2)."""
+    from fsr_utils.safety import float_range, int_range
     p = argparse.ArgumentParser(
         prog='fsr-speed',
         description='Parameters, FLOPs, latency, throughput and peak memory of the plugin\'s '
         'networks at their paper configurations, x4 and x8; writes a Markdown table.',
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument('--arch', action='append', default=None, help='network name (repeatable; default: all)')
-    p.add_argument('--scales', type=int, nargs='+', default=[4, 8])
+    p.add_argument(
+        '--scales',
+        type=int_range(choices=(4, 8)),
+        nargs='+',
+        default=None,
+        help='4 and/or 8 (default: 4 8; --config demo: 4, its only scale)')
     p.add_argument(
         '--config',
         choices=['paper', 'demo', 'tiny'],
         default='paper',
-        help='paper: the papers\' configurations; demo: the CPU demo\'s (options/demo); tiny: the tests\'')
+        help='paper: the papers\' configurations; demo: the CPU demo\'s (options/demo, x4 only); tiny: the tests\'')
     p.add_argument('--options-dir', default='options/demo', help='where --config demo finds the demo option files')
     p.add_argument(
         '--no-baselines',
         action='store_true',
         help='leave out the generic BasicSR networks (EDSR, RCAN, SwinIR: fsr_tools/baselines.py)')
-    p.add_argument('--hr-size', type=int, default=None, help='HR face size (default: 128 paper, 32 tiny)')
-    p.add_argument('--warmup', type=int, default=1)
-    p.add_argument('--repeats', type=int, default=3)
+    p.add_argument(
+        '--hr-size',
+        type=int_range(16, 4096),
+        default=None,
+        help='HR face size, 16-4096, a multiple of every scale (default: 128 paper/demo, 32 tiny)')
+    p.add_argument('--warmup', type=int_range(0, 100), default=1, help='untimed forwards before timing, 0-100')
+    p.add_argument('--repeats', type=int_range(1, 1000), default=3, help='timed forwards (median), 1-1000')
     p.add_argument('--quick', action='store_true', help='skip the batch-16 throughput')
     p.add_argument('--no-memory', action='store_true', help='skip the CPU peak memory subprocesses')
-    p.add_argument('--max-seconds', type=float, default=30., help='skip batch 16 when it would take longer')
+    p.add_argument(
+        '--max-seconds', type=float_range(0), default=30., help='skip batch 16 when it would take longer (>= 0)')
     p.add_argument('--no-gpu', action='store_true', help='skip the GPU columns even when CUDA is available')
     p.add_argument('--gpu-only', action='store_true', help='skip the CPU timing and memory columns (on a GPU machine)')
-    p.add_argument('--train-batch', type=int, default=8, help='batch of the GPU training throughput (0: skip it)')
+    p.add_argument(
+        '--train-batch',
+        type=int_range(0, 1024),
+        default=8,
+        help='batch of the GPU training throughput, 0-1024 (0: skip it)')
     p.add_argument('--out', default='speed.md', help='Markdown file to write')
     p.add_argument('--memory-case', default=None, help=argparse.SUPPRESS)  # internal: one CPU memory measurement
     args = p.parse_args(argv)
     if args.hr_size is None:
         args.hr_size = 32 if args.config == 'tiny' else 128
+    if args.scales is None:
+        args.scales = [4] if args.config == 'demo' else [4, 8]
+    args.scales = list(dict.fromkeys(args.scales))
+    _check_multiple(p, args)
     return args
 
 
+def plan_cases(nets, args):
+    """``(cases, skipped)``: ``[(name, scale, kwargs)]`` to measure and ``[(name, scale, why)]`` for the pairs of a
+    network and a scale that have no configuration (the demo's are x4 only; a module without a paper x8 entry)."""
+    cases, skipped = [], []
+    for name, module in nets:
+        for scale in args.scales:
+            if args.config == 'demo' and scale != 4:
+                skipped.append((name, scale, 'skipped: the demo configurations (options/demo) are x4 only'))
+                continue
+            try:
+                kwargs = network_kwargs(module, scale, args.config, name, args.options_dir)
+            except KeyError as err:
+                skipped.append((name, scale, f'skipped: no {args.config} configuration at x{scale} ({err.args[0]})'))
+                continue
+            cases.append((name, scale, kwargs))
+    return cases, skipped
+
+
+def _failure_text(exc):
+    """One short line for a failed case: the exception's type and last line (a subprocess's traceback ends there)."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    text = f'{type(exc).__name__}: {lines[-1] if lines else ""}'.rstrip(': ')
+    if isinstance(exc, torch.cuda.OutOfMemoryError) or 'out of memory' in text.lower():
+        text = 'out of memory (' + text + ')'
+    text = text.replace('|', '/')
+    return 'failed: ' + (text if len(text) <= 200 else text[:197] + '...')
+
+
 def main(argv=None):
-    """Entry point of ``fsr-speed``."""
+    """Entry point of ``fsr-speed``: exit status 0; 2 for a bad option or output path (found before any
+    measurement); 1 when a case failed (its row says why; the table of the others is written all the same)."""
+    from fsr_utils.safety import UsageError, atomic_write_text, error_exit
     args = parse_args(argv)
     if args.memory_case:
         _load_plugin()
@@ -498,26 +627,61 @@ def main(argv=None):
         mb, method = measure_cpu_memory_here(case['name'], case['kwargs'], case['hr_size'], case['scale'])
         print(json.dumps({'mb': mb, 'method': method}))
         return 0
-    nets = discover() + ([] if args.no_baselines else discover_baselines())
-    if args.arch:
-        known = {n.lower(): (n, m) for n, m in nets}
-        missing = [a for a in args.arch if a.lower() not in known]
-        if missing:
-            raise SystemExit(f'unknown network(s) {missing}; the plugin has {[n for n, _ in nets]}')
-        nets = [known[a.lower()] for a in args.arch]
+    try:
+        check_out(args)
+        nets = discover() + ([] if args.no_baselines else discover_baselines())
+        if args.arch:
+            known = {n.lower(): (n, m) for n, m in nets}
+            missing = [a for a in args.arch if a.lower() not in known]
+            if missing:
+                raise UsageError(f'--arch: unknown network(s) {", ".join(missing)}; the plugin has '
+                                 f'{", ".join(n for n, _ in nets)}.')
+            nets = [known[a.lower()] for a in args.arch]
+        cases, skipped = plan_cases(nets, args)
+    except UsageError as exc:
+        return error_exit(exc)
     gpu = torch.device('cuda') if torch.cuda.is_available() and not args.no_gpu else None
-    rows = []
+    rows, failed = [], []
+    order = {(n, s): i for i, (n, s) in enumerate((n, s) for n, _ in nets for s in args.scales)}
     from tqdm import tqdm
-    cases = [(n, m, s) for n, m in nets for s in (args.scales if args.config != 'demo' else [4])]
-    for name, module, scale in tqdm(cases, desc='fsr-speed', unit='case', file=sys.stderr):
-        rows.append(
-            measure(name, network_kwargs(module, scale, args.config, name, args.options_dir), scale, args.hr_size,
-                    args.warmup, args.repeats, not args.quick, not args.no_memory, args.max_seconds, gpu,
-                    not (args.gpu_only and gpu is not None), args.train_batch))
+    for name, scale, kwargs in tqdm(cases, desc='fsr-speed', unit='case', file=sys.stderr):
+        row = {}
+        try:
+            measure(
+                name,
+                kwargs,
+                scale,
+                args.hr_size,
+                args.warmup,
+                args.repeats,
+                not args.quick,
+                not args.no_memory,
+                args.max_seconds,
+                gpu,
+                not (args.gpu_only and gpu is not None),
+                args.train_batch,
+                row=row)
+        except Exception as exc:  # one case (e.g. out of memory) must not lose the table of the others
+            row['Note'] = _failure_text(exc)
+            failed.append(f'{name} x{scale}')
+        finally:
+            gc.collect()
+            if gpu is not None:
+                torch.cuda.empty_cache()
+        rows.append(row)
+    rows += [{'Network': n, 'Scale': f'x{s}', 'Note': why} for n, s, why in skipped]
+    rows.sort(key=lambda r: order[(r['Network'], int(r['Scale'][1:]))])
     text = markdown(rows, machine_text(args.config, args.hr_size, gpu), gpu)
-    with open(args.out, 'w', encoding='utf-8') as f:
-        f.write(text)
+    try:
+        atomic_write_text(args.out, text)
+    except OSError as exc:
+        print(text)
+        return error_exit(exc, 1)
     print(text)
+    if failed:
+        return error_exit(
+            f'{len(failed)} of {len(cases)} cases failed ({", ".join(failed)}): their rows in '
+            f'{args.out} say why; the other rows were measured.', 1)
     return 0
 
 
