@@ -18,9 +18,10 @@ What ``fsr-infer`` promises about files (``shared/DESIGN.md``, "Files a tool wri
 - Folders an earlier run made (marked by their ``summary.json``) are skipped when the input folder is searched, and
   listed as skipped (:func:`find_inputs`); an output folder inside the input folder (``-i photos -o photos/restored``)
   is never read as input.
-- Every file is written to a temporary name in its folder and renamed when complete (``fsr_utils.safety``): a failed
-  write (disk full) leaves no truncated file under a final name and raises ``OSError`` naming the file; it is an
-  error, never a skipped photo. Only an input that cannot be read is skipped (:class:`SkipImage`).
+- Every file is written to a temporary name in its folder and renamed when complete (``fsr_utils.safety``), with the
+  mode a plain write gives (0o666 less the umask): a failed write (disk full) leaves no truncated file under a final
+  name and raises ``OSError`` naming the file; it is an error, never a skipped photo. Only an input that cannot be
+  read is skipped (:class:`SkipImage`).
 - An input photo is never written (:func:`write_image` refuses any protected path).
 """
 import cv2
@@ -30,7 +31,7 @@ import numpy as np
 import os
 import re
 
-from fsr_utils.safety import LOCK_NAME, UsageError, atomic_write_bytes, atomic_write_text, real
+from fsr_utils.safety import LOCK_NAME, UsageError, atomic_write_bytes, real
 
 IMG_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm', '.pgm', '.pnm', '.jp2')
 TOOL = 'fsr-infer'
@@ -259,6 +260,23 @@ def encode_image(path, img):
     return buf.tobytes()
 
 
+_FILE_MODE = []
+
+
+def write_bytes(path, data):
+    """``fsr_utils.safety.atomic_write_bytes``, then the mode a plain ``open`` gives a new file (0o666 less the umask:
+    the temporary file of ``tempfile.mkstemp`` is 0o600, readable by its owner only)."""
+    atomic_write_bytes(path, data)
+    if not _FILE_MODE:
+        mask = os.umask(0o022)
+        os.umask(mask)
+        _FILE_MODE.append(0o666 & ~mask)
+    try:
+        os.chmod(path, _FILE_MODE[0])
+    except OSError:  # e.g. a file system without modes: the file is written all the same
+        pass
+
+
 def write_image(path, img, protected=()):
     """Write an image (PNG for ``.png``) atomically (``fsr_utils.safety.atomic_write_bytes``), creating folders; works
     with non-ASCII paths. Returns the bytes written.
@@ -275,7 +293,7 @@ def write_image(path, img, protected=()):
     if protected and real(path) in protected:
         raise InferError(f'refusing to write {path}: it is one of the input photos. Choose another output folder (-o).')
     data = encode_image(path, img)
-    atomic_write_bytes(path, data)
+    write_bytes(path, data)
     return data
 
 
@@ -478,6 +496,7 @@ class OutputFolder:
         self.protected = set(protected)
         self.owned = {}  # files earlier runs made here (relative, '/'-separated) -> SHA-256 or None
         self.written = {}  # files this run made -> SHA-256
+        self._verified = {}  # files found to hold what fsr-infer wrote -> (size, mtime) then: not read twice
         self._journal = None
 
     def _foreign(self, rel):
@@ -487,7 +506,15 @@ class OutputFolder:
             return False
         if rel not in self.owned or not os.path.isfile(path):
             return True
-        return self.owned[rel] is not None and sha256_of(path) != self.owned[rel]
+        if self.owned[rel] is None:  # listed by a summary of an earlier version, or a journal cut short
+            return False
+        st = os.stat(path)
+        if self._verified.get(rel) == (st.st_size, st.st_mtime_ns):
+            return False
+        if sha256_of(path) != self.owned[rel]:
+            return True
+        self._verified[rel] = (st.st_size, st.st_mtime_ns)
+        return False
 
     def check(self, planned=(), crop_stems=()):
         """Refuse (:class:`~fsr_utils.safety.UsageError`) a folder where this run could replace a file the tool did not
@@ -551,7 +578,7 @@ class OutputFolder:
             self._journal.write(json.dumps(rel) + '\n')
             self._journal.flush()
         data = encode_image(path, img)
-        atomic_write_bytes(path, data)
+        write_bytes(path, data)
         self.written[rel] = digest = hashlib.sha256(data).hexdigest()
         if self._journal is not None:
             self._journal.write(json.dumps([rel, digest]) + '\n')
@@ -567,7 +594,7 @@ class OutputFolder:
     def write_summary(self, summary):
         summary = dict(tool=TOOL, **{k: v for k, v in summary.items() if k != 'tool'})
         summary['files'] = self.files()
-        atomic_write_text(os.path.join(self.path, SUMMARY_NAME), json.dumps(summary, indent=2))
+        write_bytes(os.path.join(self.path, SUMMARY_NAME), json.dumps(summary, indent=2).encode('utf-8'))
 
     def finish(self, summary):
         """Write the final ``summary.json`` (listing every file the tool made here) and drop the journal."""

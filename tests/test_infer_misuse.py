@@ -147,6 +147,10 @@ def test_output_inside_the_input_folder_and_reruns(files, tmp_path, capsys):
             'crops/b_face00_sr.png'
         ]
     assert sorted(os.listdir(out)) == ['a.png', 'b.png', 'crops', 'summary.json']  # no journal, no lock left
+    umask = os.umask(0o022)
+    os.umask(umask)
+    for name in ('a.png', 'summary.json', os.path.join('crops', 'a_face00_sr.png')):  # as a plain write makes them
+        assert os.stat(out / name).st_mode & 0o777 == 0o666 & ~umask, name
     # a file the tool did not write, where this run would write: refused before any work
     os.remove(out / 'b.png')
     (out / 'b.png').write_bytes(b'my own file')
@@ -258,17 +262,51 @@ def test_disk_full_is_an_error_and_leaves_no_truncated_file(files, tmp_path, cap
 
 def test_failed_summary_write_is_an_error(files, tmp_path, capsys, monkeypatch):
     from fsr_tools import infer_io
-    real_write = infer_io.atomic_write_text
+    real_write = infer_io.atomic_write_bytes
 
-    def full_disk(path, text):
-        if '"status": "done"' in text:
+    def full_disk(path, data):
+        if path.endswith('summary.json') and b'"status": "done"' in data:
             raise OSError(28, f'cannot write {path}: No space left on device')
-        real_write(path, text)
+        real_write(path, data)
 
-    monkeypatch.setattr(infer_io, 'atomic_write_text', full_disk)
+    monkeypatch.setattr(infer_io, 'atomic_write_bytes', full_disk)
     photos = _photos(tmp_path / 'photos', ['a.png'])
     code, _, out, err = _run(files, capsys, photos, tmp_path / 'out', '--aligned')
     assert code == 3 and str(tmp_path / 'out' / 'summary.json') in _error_line(err) and 'No space' in err
+
+
+def test_files_of_an_interrupted_run_stay_the_tools(files, tmp_path, capsys, monkeypatch):
+    """A run that dies before its final summary (here: no summary can be written after the first) leaves its journal:
+    the next run knows those files are fsr-infer's and replaces them."""
+    from fsr_tools import infer_io
+    real_write = infer_io.atomic_write_bytes
+
+    def no_final_summary(path, data):
+        if path.endswith('summary.json') and b'"status": "running"' not in data:
+            raise OSError(28, f'cannot write {path}: No space left on device')
+        real_write(path, data)
+
+    photos = _photos(tmp_path / 'photos', ['a.png'])
+    out = tmp_path / 'out'
+    with monkeypatch.context() as m:
+        m.setattr(infer_io, 'atomic_write_bytes', no_final_summary)
+        code, summary, _, err = _run(files, capsys, photos, out, '--aligned')
+    assert code == 3 and '.fsr-infer.journal' in _error_line(err)
+    assert summary['status'] == 'running' and summary['files'] == {}  # the summary of the start: nothing listed
+    journal = (out / '.fsr-infer.journal').read_text().splitlines()
+    assert '"a.png"' in journal and any(line.startswith('["a.png", "') for line in journal)
+    code, summary, _, _ = _run(files, capsys, photos, out, '--aligned')
+    assert code == 0 and summary['status'] == 'done' and 'a.png' in summary['files']
+    assert not (out / '.fsr-infer.journal').exists()
+
+
+def test_aligned_float_crop_comes_back_as_float():
+    r = FaceRestorer(BicubicNet(), 4, (HR, HR), detector=None)
+    crop = _crop(3)
+    out8, rec = r.restore_aligned(crop)
+    out, _ = r.restore_aligned(crop.astype(np.float64) / 255.)
+    assert rec['input_kind'] == 'LR' and out.dtype == np.float64 and out.shape == out8.shape == (HR, HR, 3)
+    assert out.min() >= 0 and out.max() <= 1 and np.abs(out * 255. - out8).max() <= 0.51
 
 
 # ---------------------------------------------------------------------------------------------- 5. non-finite numbers
