@@ -15,14 +15,45 @@ No public code exists; this is built from Section III of the paper. Map from cod
 - :class:`RDFE` (Sec. III-B-2, Fig. 3a, eq. 7-11): depth-wise 3x3 / 5x5 / 7x7 branches (eq. 7), attention unit on their
   concatenation (eq. 8), the three branches times its weight (eq. 9), a second depth-wise 3x3 / 5x5 / 7x7, 1x1 fusion of
   the concatenation plus the input (eq. 10), then the :class:`FRM` (eq. 11: normalization, 3x3 convs, hourglass).
-- :class:`SKAF` (Sec. III-B-3, eq. 12-15): a 5x5 conv of the first input and a 7x7 conv of the second (eq. 12),
-  concatenation (eq. 13), average and max pooling over the channels, sigmoid (eq. 14), split into two weights (eq. 15).
+- :class:`SKAF` (Sec. III-B-3, eq. 12-15): a 5x5 conv of the first input and a 7x7 conv of the second (eq. 12, OPEN
+  below), concatenation (eq. 13), average and max pooling over the channels, sigmoid (eq. 14), split into two weights
+  (eq. 15).
 - :class:`LGFI` (Sec. III-B, Fig. 2 / Fig. 4): SA and RDFE in parallel on the layer-normalized input,
-  ``x + X1 * X' + X2 * X''`` with ``X', X'' = SKAF(X1 = SA, X2 = RDFE)`` (X' weighs the global branch).
+  ``x + X1 * X' + X2 * X''`` with ``X', X'' = SKAF(X1 = SA, X2 = RDFE)`` (X' weighs the global branch; the LayerNorm and
+  the outer residual are OPEN, below).
 - :class:`EDFF` (Sec. III-C, eq. 16-17): ``X', X'' = SKAF(Conv1x1(cat(X_E, X_D)))``, ``X_ED = X_E * X' + X_D * X''``.
 - Ablation variants as options of :class:`AMINet`: ``block='transformer'`` (Table II: every LGFI replaced by the
   "traditional Transformer in Restormer", :class:`TransformerBlock`: ``x + SA(LN(x))`` then ``x + FFN(LN(x))``) and
   ``local_branch='ffn'`` (Table III: RDFE replaced by an :class:`FFN`, Restormer's GDFN).
+
+Parameter counts, and which of the paper's figures they match (x8, C = 46; ``tests/test_aminet.py::
+test_paper_and_ablation_parameter_counts``). The paper gives three totals (Tables II and III) and, through them, two
+differences that isolate the LGFI's parts (the Transformer and FFN being Restormer's, Sec. IV-C-2, with the same C):
+over the eight blocks, LGFI - Transformer = (RDFE - FFN) + SKAF - LayerNorm, and Table III's RDFE - FFN.
+
+  ======================================= ============ ============ =======
+  figure (x8, C = 46)                      paper        this code    diff
+  ======================================= ============ ============ =======
+  AMINet (LGFI with RDFE)                 12.62M       12.61M       -0.05%
+  Table II: LGFI -> Transformer           11.32M       11.20M       -1.1%
+  Table III: RDFE -> FFN                  12.11M       12.02M       -0.7%
+  LGFI - Transformer (Table II)           1.30M        1.42M        +9%
+  RDFE - FFN (Table III)                  0.51M        0.59M        +16%
+  ======================================= ============ ============ =======
+
+The three totals match within 1.1% and LGFI - Transformer within 9%; RDFE - FFN does NOT match: the eight RDFEs cost
+0.59M more than eight GDFNs here, 0.51M in the paper (+0.08M, +16%). No reading found fits all five: C = 44 brings the
+differences to 1.31M (+1%) and 0.55M (+8%) but the totals to 11.56 / 10.25 / 11.01M (-8 to -10%); the FFN variant's
+width would have to be 2.73 C instead of Restormer's 2.66 C (12.10M; the paper says the replacements keep "similar
+parameters" but gives no width). The figures are met by these readings (each an argument):
+
+- ``hourglass_convs=1``: the FRM's hourglass has one separable 3x3 conv per level, at the lower resolution (avg-pool,
+  conv, GELU, bilinear back, skip); the text says only "the hourglass block further integrates multi-scale information".
+  A second conv after each up-sampling (``hourglass_convs=2``, this plugin's network before this fit, whose checkpoints
+  need it) gives 12.99M (+2.9%) and differences of 1.79M (+38%) and 0.97M (+90%).
+- The separable convs of the FRM and of LGFI's SKAF, and full convs in EDFF's SKAF: DEVIATIONS, below.
+- Breakdown of the 12.61M: up-sampling 3.20M, EDFFs 3.38M, eight LGFIs 5.83M (SA 1.48M, RDFE 3.53M of which FRM
+  1.13M, SKAF 0.83M), down-sampling 0.20M. C = 48: 13.71 / 12.19 / 13.08M (+8 to +9%).
 
 DEVIATIONS from what the paper states:
 
@@ -33,38 +64,31 @@ DEVIATIONS from what the paper states:
   Table V's "Avgpool only" / "Maxpool only" rows mean two weights). LSKNet, which the paper names as SKAF's model, maps
   the two pooled maps to the two weights with a 7x7 conv (2 -> 2 channels, 198 parameters); that is the default here.
   ``squeeze_kernel=0`` gives eq. 14 as printed. A test shows that both orders of the weights are reachable.
+- LGFI's SKAF convs are separable (``skaf_conv='separable'``: a depth-wise 5x5 / 7x7, then a 1x1, LSKNet's depth-wise
+  large kernels and 1x1 convs): eq. 12 writes ``F_conv5`` / ``F_conv7``, "a 5x5 convolution and a 7x7 convolution",
+  i.e. full C -> C convs. Reason: the paper's own counts. Full convs make the eight LGFI SKAFs 26.6M (38.4M in all,
+  three times the paper's 12.62M); the two ablation differences put them at about 1.30 - 0.51 = 0.79M, and separable
+  ones cost 0.83M (depth-wise ones alone 0.11M). ``skaf_conv='full'`` is the text.
+- SKAF in two forms: the paper has one SKAF, used in LGFI and again in EDFF ("we also utilize our proposed SKAF"); here
+  EDFF's has full 5x5 / 7x7 convs (``edff_skaf_conv='full'``, as eq. 12 writes) and LGFI's separable ones. Reason: the
+  paper's counts cannot be met by one form. Table VI: an EDFF added to SPARNet costs +1.5M (SFMNet: +2.1M), which a 1x1
+  reduction and full convs give at SPARNet-like widths (three levels 32/64/128: 76 C^2 per level, 1.64M; separable:
+  0.10M); Tables II / III need the cheap form in LGFI (above). Separable convs in EDFF too give 9.44M in all (-25%).
+- The FRM's 3x3 convs are separable (``frm_conv='separable'``): the text says "multiple 3x3 convolutional layers",
+  i.e. full convs. Reason: the counts again: full ones make the eight FRMs 9.72M (21.21M in all, +68%). The paper's
+  conclusion speaks of "a multi-scale depth separable convolutional kernel ... to extract and refine local features"
+  for the RDFE, whose refinement the FRM is. ``frm_conv='full'`` is the text.
 
-Choices the paper leaves open (OPEN; each an argument) and how they were made:
+Choices the paper leaves open (OPEN; each an argument where an alternative is offered) and how they were made:
 
-- The parameter budget (Tables II, III, VI read together, same C in all three networks, the Transformer and FFN being
-  Restormer's, as Sec. IV-C-2 says). Table II: replacing every LGFI by a Transformer block saves 12.62 - 11.32 = 1.30M;
-  Table III: replacing RDFE by an FFN saves 12.62 - 12.11 = 0.51M. So the eight RDFEs (3 encoders, 2 bottleneck,
-  3 decoders) cost 0.51M more than eight GDFNs (7.98 C^2 each), and the eight LGFI SKAFs about 1.30 - 0.51 = 0.79M.
-  Table VI: an EDFF added to SPARNet costs +1.5M, which a 1x1 reduction and full 5x5 / 7x7 convs give at SPARNet-like
-  widths (three levels 32/64/128: 76 C^2 per level, 1.63M; with depth-wise 5x5 / 7x7, 0.06M). Hence:
-
-  - SKAF in LGFI (``skaf_conv='separable'``): the paper's intro speaks of "separable convolutional kernels"; a
-    depth-wise 5x5 / 7x7 followed by a 1x1 (LSKNet's depth-wise large kernels and 1x1 convs): 0.83M for the eight
-    LGFIs at C = 46 (the 0.79M above); full convs would cost 26.6M, depth-wise ones alone 0.11M.
-  - SKAF in EDFF (``edff_skaf_conv='full'``): full C -> C convs, as Table VI implies (3.38M for the three EDFFs).
-  - FRM (``frm_conv='separable'``, ``hourglass_depth=1``): "normalization and multiple 3x3 convolutional layers", then
-    "the hourglass block": LayerNorm, two 3x3 convs (GELU between), a one-level hourglass (avg-pool, conv, GELU, up,
-    conv, skip), every 3x3 conv depth-wise separable. The eight RDFEs then cost 0.97M more than eight GDFNs (Table III:
-    0.51M); full 3x3 convs would make the eight FRMs 12.96M instead of 1.50M.
-  - C (``num_feat``) = 46, the even width that brings all three counts closest to the paper's (heads of 46 channels at
-    every level). Counts (``tests/test_aminet.py::test_paper_and_ablation_parameter_counts``, within 5%):
-
-    =================================== ============ ============ =======
-    network (x8, C = 46)                 paper        this code    diff
-    =================================== ============ ============ =======
-    AMINet (LGFI with RDFE)             12.62M       12.99M       +2.9%
-    Table II: LGFI -> Transformer       11.32M       11.20M       -1.1%
-    Table III: RDFE -> FFN              12.11M       12.02M       -0.7%
-    =================================== ============ ============ =======
-
-    AMINet's 12.99M: up-sampling 3.20M, EDFFs 3.38M, eight LGFIs 6.21M (SA 1.48M, RDFE 3.90M of which FRM 1.50M,
-    SKAF 0.83M), down-sampling 0.20M. C = 44 gives 11.90 / 10.25 / 11.01M (-5.7 / -9.5 / -9.1%), C = 48 14.12 / 12.19 /
-    13.08M.
+- eq. 12's pairing: ``X1', X2' = F_conv5(X1, X2), F_conv7(X1, X2)`` gives both convs both inputs, while the text says
+  "the local and global features extracted by a 5x5 convolution and a 7x7 convolution" without saying which conv sees
+  which. Read here as one conv per input, in order: ``X1' = F_conv5(X1)`` (SA's output), ``X2' = F_conv7(X2)``
+  (RDFE's), two C-channel maps concatenated by eq. 13 (so that eq. 15's split of the pooled 2-channel map gives one
+  weight per input). In EDFF, SKAF has a single input (the 1x1-reduced concatenation, eq. 16), which both convs take.
+- LGFI's LayerNorm and outer residual: the text names SA, RDFE and SKAF only (Fig. 2 and 4 are drawings this build
+  cannot read exactly). Both are taken from the Restormer block that Table II replaces with LGFI (pre-norm, identity
+  path), so that Table II compares the branch structure alone and the eight blocks keep an identity path.
 - The attention unit F_au of eq. 8: a 1x1 conv of the 3C concatenation to C channels and a sigmoid (one weight per
   channel and position, shared by the three branches as eq. 9 writes ``f_i . f'``).
 - Down-/up-sampling: Restormer's conv3x3 + pixel-(un)shuffle (the paper's U-shape and its Table II Transformer are
@@ -82,8 +106,9 @@ Choices the paper leaves open (OPEN; each an argument) and how they were made:
   benchmark's bicubic on the held-out faces (25.53 vs 25.38 dB), a gain a network would get without learning anything.
 - Restormer's scaling (``attn_scaling='l2norm'``: L2-normalized q, k and a learned temperature) is an option, not the
   default: eq. 5 states 1/sqrt(d), and there is no measured reason to deviate: the demo network
-  (``options/demo/train_aminet_demo_x4.yml``, 300 CPU iterations) reached 25.50 dB on the three held-out demo faces
-  with 1/sqrt(d) and 25.46 dB with ``l2norm`` (bicubic: 25.38 dB; ``fsr-benchmark``, Y channel, crop 4).
+  (``options/demo/train_aminet_demo_x4.yml``, 300 CPU iterations, with ``hourglass_convs=2``) reached 25.50 dB on the
+  three held-out demo faces with 1/sqrt(d) and 25.46 dB with ``l2norm`` (bicubic: 25.38 dB; ``fsr-benchmark``, Y
+  channel, crop 4).
 """
 import math
 import torch
@@ -151,12 +176,17 @@ class Hourglass(nn.Module):
         num_feat (int): Channels.
         depth (int): Number of down-sampling levels. Default: 1.
         conv (str): Kind of the 3x3 convs (see :class:`SKAF`). Default: ``'separable'``.
+        convs (int): 3x3 convs per level: 1 (default), one at the lower resolution only, the way back being the
+            bilinear up-sampling and the skip addition; 2 adds a conv after each up-sampling (this plugin's network
+            before the parameter fit of the module docstring; its checkpoints need it).
     """
 
-    def __init__(self, num_feat, depth=1, conv='separable'):
+    def __init__(self, num_feat, depth=1, conv='separable', convs=1):
         super().__init__()
+        if convs not in (1, 2):
+            raise ValueError(f'AMINet: hourglass_convs must be 1 or 2, got {convs!r}.')
         self.down = nn.ModuleList([make_conv(num_feat, 3, conv) for _ in range(depth)])
-        self.up = nn.ModuleList([make_conv(num_feat, 3, conv) for _ in range(depth)])
+        self.up = nn.ModuleList([make_conv(num_feat, 3, conv) if convs == 2 else nn.Identity() for _ in range(depth)])
 
     def forward(self, x):
         skips = []
@@ -175,14 +205,16 @@ class FRM(nn.Module):
         num_feat (int): Channels.
         hourglass_depth (int): Depth of the hourglass (0 = no hourglass). Default: 1.
         conv (str): Kind of every 3x3 conv (see :class:`SKAF`). Default: ``'separable'``.
+        hourglass_convs (int): 3x3 convs per hourglass level (see :class:`Hourglass`). Default: 1.
     """
 
-    def __init__(self, num_feat, hourglass_depth=1, conv='separable'):
+    def __init__(self, num_feat, hourglass_depth=1, conv='separable', hourglass_convs=1):
         super().__init__()
         self.norm = LayerNorm2d(num_feat)
         self.conv1 = make_conv(num_feat, 3, conv)
         self.conv2 = make_conv(num_feat, 3, conv)
-        self.hourglass = Hourglass(num_feat, hourglass_depth, conv) if hourglass_depth > 0 else nn.Identity()
+        self.hourglass = (
+            Hourglass(num_feat, hourglass_depth, conv, hourglass_convs) if hourglass_depth > 0 else nn.Identity())
 
     def forward(self, x):
         return x + self.hourglass(self.conv2(F.gelu(self.conv1(self.norm(x)))))
@@ -195,9 +227,10 @@ class RDFE(nn.Module):
         num_feat (int): Channels.
         hourglass_depth (int): Depth of the FRM's hourglass. Default: 1.
         frm_conv (str): Kind of the FRM's 3x3 convs. Default: ``'separable'``.
+        hourglass_convs (int): 3x3 convs per level of the FRM's hourglass (see :class:`Hourglass`). Default: 1.
     """
 
-    def __init__(self, num_feat, hourglass_depth=1, frm_conv='separable'):
+    def __init__(self, num_feat, hourglass_depth=1, frm_conv='separable', hourglass_convs=1):
         super().__init__()
         kernels = (3, 5, 7)
         self.branches1 = nn.ModuleList([make_conv(num_feat, k, 'depthwise') for k in kernels])
@@ -205,7 +238,7 @@ class RDFE(nn.Module):
         self.attention_unit = nn.Sequential(nn.Conv2d(num_feat * 3, num_feat, 1), nn.Sigmoid())
         self.branches2 = nn.ModuleList([make_conv(num_feat, k, 'depthwise') for k in kernels])
         self.fusion = nn.Conv2d(num_feat * 3, num_feat, 1)
-        self.frm = FRM(num_feat, hourglass_depth, frm_conv)
+        self.frm = FRM(num_feat, hourglass_depth, frm_conv, hourglass_convs)
 
     def forward(self, x):
         feats = [branch(x) for branch in self.branches1]  # eq. 7
@@ -260,6 +293,7 @@ class LGFI(nn.Module):
         local_branch (str): ``'rdfe'`` or ``'ffn'`` (Table III's variant: RDFE replaced by :class:`FFN`).
             Default: ``'rdfe'``.
         ffn_expansion (float): Hidden width / C of the FFN variant. Default: 2.66.
+        hourglass_convs (int): 3x3 convs per level of the FRM's hourglass (see :class:`Hourglass`). Default: 1.
     """
 
     def __init__(self,
@@ -271,12 +305,13 @@ class LGFI(nn.Module):
                  squeeze_kernel=7,
                  attn_scaling='sqrt_d',
                  local_branch='rdfe',
-                 ffn_expansion=2.66):
+                 ffn_expansion=2.66,
+                 hourglass_convs=1):
         super().__init__()
         self.norm = LayerNorm2d(num_feat)
         self.sa = make_attention(num_feat, num_heads, attn_scaling)
         if local_branch == 'rdfe':
-            self.rdfe = RDFE(num_feat, hourglass_depth, frm_conv)
+            self.rdfe = RDFE(num_feat, hourglass_depth, frm_conv, hourglass_convs)
         elif local_branch == 'ffn':
             self.rdfe = FFN(num_feat, ffn_expansion)
         else:
@@ -428,6 +463,8 @@ class AMINet(nn.Module):
         num_blocks (list[int]): LGFIs per encoder (levels 1-3; the decoders mirror them). Default: [1, 1, 1] (Fig. 2).
         num_bottleneck (int): LGFIs in the bottleneck. Default: 2 (Sec. III-A-2).
         hourglass_depth (int): Depth of the hourglass in each RDFE's FRM. Default: 1.
+        hourglass_convs (int): 3x3 convs per hourglass level: 1 (default) or 2 (the earlier network; see the module
+            docstring, parameter budget).
         frm_conv (str): Kind of the FRM's 3x3 convs (``'full'``, ``'depthwise'``, ``'separable'``).
             Default: ``'separable'``.
         skaf_conv (str): Kind of the 5x5 / 7x7 convs of the SKAF inside each LGFI. Default: ``'separable'``.
@@ -463,7 +500,8 @@ class AMINet(nn.Module):
                  local_branch='rdfe',
                  ffn_expansion=2.66,
                  input_upsample='matlab',
-                 img_range=1.):
+                 img_range=1.,
+                 hourglass_convs=1):
         super().__init__()
         if len(num_heads) != 4 or len(num_blocks) != 3:
             raise ValueError('AMINet: num_heads needs 4 values (levels C, 2C, 4C, 8C) and num_blocks 3 (encoders).')
@@ -485,7 +523,7 @@ class AMINet(nn.Module):
             if block == 'transformer':
                 return TransformerBlock(ch, heads, attn_scaling, ffn_expansion)
             return LGFI(ch, heads, hourglass_depth, frm_conv, skaf_conv, squeeze_kernel, attn_scaling, local_branch,
-                        ffn_expansion)
+                        ffn_expansion, hourglass_convs)
 
         self.conv_first = nn.Conv2d(num_in_ch, c, 3, padding=1)
         self.encoders = nn.ModuleList()

@@ -10,7 +10,9 @@ layers (BasicSR's names: ``conv1_1``, ``relu1_1``, ..., ``conv5_4``, ``relu5_4``
 :class:`FSRPerceptualLoss` (registered) has the call signature of BasicSR's ``PerceptualLoss``: ``loss(x, gt)`` returns
 ``(perceptual_loss, style_loss)`` (``None`` for a term whose weight is 0), so BasicSR's SRGANModel uses it unchanged.
 With ``criterion: l1`` every layer's term is the mean absolute difference, i.e. the ``1 / M_VGG^l`` normalized L1 of eq.
-19. ``FSRPerceptualLoss.features(x)`` gives the feature dict for other losses (e.g. a masked perceptual term).
+19, which sums it over all ``L_VGG`` layers of VGG, unweighted (``options/train_amigan_x8.yml`` lists VGG19's 16 conv
+layers with weight 1 each). ``FSRPerceptualLoss.features(x)`` gives the feature dict for other losses (e.g. a masked
+perceptual term).
 """
 import os
 import torch
