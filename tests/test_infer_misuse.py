@@ -172,7 +172,8 @@ def test_output_inside_the_input_folder_and_reruns(files, tmp_path, capsys):
 
 
 # ---------------------------------------------------------------------------------------------- 2. output name clashes
-@pytest.mark.parametrize('names,clash', [(['x.png', 'x.PNG'], 'x.PNG'), (['y.png', 'y.jpg', 'y_png.png'], 'y_png'),
+@pytest.mark.parametrize('names,clash', [(['x.png', 'x.PNG'], 'x.PNG'), (['Face.png', 'face.png'], 'Face.png'),
+                                         (['y.png', 'y.jpg', 'y_png.png'], 'y_png'),
                                          (['a.png', 'crops/a_face00_lr.png'], 'crops')])
 def test_clashing_output_names_stop_before_any_work(files, tmp_path, capsys, names, clash):
     photos = _photos(tmp_path / 'photos', names)
