@@ -133,7 +133,8 @@ class LayerNorm2d(nn.Module):
         self.eps = eps
 
     def forward(self, x):
-        x = F.layer_norm(x.permute(0, 2, 3, 1), x.shape[1:2], self.weight, self.bias, self.eps)
+        # normalized_shape from the weight (plain ints), not from x.shape: a traced size there breaks the ONNX export
+        x = F.layer_norm(x.permute(0, 2, 3, 1), self.weight.shape, self.weight, self.bias, self.eps)
         return x.permute(0, 3, 1, 2)
 
 
