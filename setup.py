@@ -12,6 +12,9 @@ import os
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 HOOK_PTH = 'fsr_basicsr_hook.pth'
+# fsr-export and OnnxNetwork (fsr_tools/export.py); in `dev` too, so that `scripts/install.sh --dev` (CI) tests them.
+# onnx 1.15 / onnxruntime 1.17 are the first to know opset 20, the highest the TorchScript exporter writes.
+EXPORT_REQUIRES = ['onnx>=1.15', 'onnxruntime>=1.17']
 
 
 class BuildPyWithHook(build_py):
@@ -61,7 +64,10 @@ setup(
         'dlib-bin>=19.24',
         'face_recognition_models>=0.3.0',
     ],
-    extras_require={'dev': ['pytest>=7', 'flake8>=6', 'isort>=5.12', 'yapf>=0.40', 'sewar>=0.4.6']},
+    extras_require={
+        'export': EXPORT_REQUIRES,
+        'dev': ['pytest>=7', 'flake8>=6', 'isort>=5.12', 'yapf>=0.40', 'sewar>=0.4.6'] + EXPORT_REQUIRES,
+    },
     entry_points={
         'console_scripts': [
             'fsr-train=fsr_tools.cli:train',
@@ -71,6 +77,7 @@ setup(
             'fsr-benchmark=fsr_metrics.benchmark:main',
             'fsr-speed=fsr_tools.speed:main',
             'fsr-infer=fsr_tools.infer_cli:main',
+            'fsr-export=fsr_tools.export:main',
         ]
     },
     classifiers=[
