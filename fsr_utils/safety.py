@@ -235,6 +235,12 @@ class FolderLock:
 
 
 # ------------------------------------------------------------------------------------------------------------- writes
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path, data):
     """Write ``data`` to ``path`` through a temporary file in the same folder, flushed, then renamed.
 
@@ -245,6 +251,7 @@ def atomic_write_bytes(path, data):
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f'.{os.path.basename(path)}.', suffix='.tmp', dir=folder)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600 files; a plain open() would honour the umask
         with os.fdopen(fd, 'wb') as f:
             f.write(data)
             f.flush()

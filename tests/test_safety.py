@@ -134,3 +134,10 @@ def test_check_finite_state_dict_names_the_tensor():
         safety.check_finite_state_dict(sd, 'ckpt.pth')
     sd['params']['conv.bias'] = torch.zeros(2)
     assert safety.check_finite_state_dict(sd, 'ckpt.pth') is sd
+
+
+def test_atomic_write_gives_the_mode_of_a_plain_write(tmp_path):
+    plain = tmp_path / 'plain'
+    plain.write_bytes(b'x')
+    safety.atomic_write_bytes(str(tmp_path / 'atomic'), b'x')
+    assert (tmp_path / 'atomic').stat().st_mode == plain.stat().st_mode
