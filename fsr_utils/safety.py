@@ -236,7 +236,15 @@ class FolderLock:
 
 # ------------------------------------------------------------------------------------------------------------- writes
 def _umask():
-    mask = os.umask(0)
+    """The process umask, read without changing it where the system says it (os.umask(0) would race with threads)."""
+    try:
+        with open('/proc/self/status') as f:
+            for line in f:
+                if line.startswith('Umask:'):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
     os.umask(mask)
     return mask
 
