@@ -176,6 +176,18 @@ def openface_crop(img, landmarks68, out_size=(128, 128), border=cv2.BORDER_REFLE
     return warp_face(img, M, (out_h, out_w), border), M
 
 
+def check_detector_weights(weights, option='option weights / --detector-weights'):
+    """Raise ``FileNotFoundError`` naming ``option`` unless ``weights`` is a RetinaFace weights file (checked before any
+    work: ``fsr-prepare`` calls it before it writes or deletes anything)."""
+    if weights is None or not os.path.isfile(str(weights)):
+        raise FileNotFoundError(
+            f'RetinaFace needs a local weights file ({option}), got {weights!r}: '
+            'download detection_Resnet50_Final.pth (or detection_mobilenet0.25_Final.pth) from '
+            'https://github.com/xinntao/facexlib/releases on a machine with internet and pass its path. '
+            "The default backend 'mtcnn' needs no download.")
+    return weights
+
+
 class FaceDetector:
     """Face detector returning boxes, 5 landmarks and scores.
 
@@ -221,12 +233,7 @@ class FaceDetector:
 
     def _init_retinaface(self, weights):
         import torch
-        if weights is None or not os.path.isfile(str(weights)):
-            raise FileNotFoundError(
-                f'RetinaFace needs a local weights file (option weights / --detector-weights), got {weights!r}: '
-                'download detection_Resnet50_Final.pth (or detection_mobilenet0.25_Final.pth) from '
-                'https://github.com/xinntao/facexlib/releases on a machine with internet and pass its path. '
-                "The default backend 'mtcnn' needs no download.")
+        check_detector_weights(weights)
         from facexlib.detection.retinaface import RetinaFace
         if self.backend == 'retinaface':
             network = 'mobile0.25' if 'mobile' in os.path.basename(str(weights)).lower() else 'resnet50'

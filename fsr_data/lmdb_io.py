@@ -4,6 +4,12 @@ BasicSR's ``make_lmdb_from_imgs`` writes everything in one go and leaves a parti
 Here the key/value pairs go in through transactions (an interrupted transaction leaves nothing), a key that is already
 there is overwritten rather than added twice (LMDB keys are unique), the map grows when it is full, and
 ``meta_info.txt`` is written once at the end from the list of keys the caller says are complete.
+
+Reading never turns a broken LMDB into images or a crash: a missing ``meta_info.txt`` or ``data.mdb``, a truncated
+``data.mdb`` (checked against its meta page before any page is read: LMDB would otherwise kill the process with a bus
+error), a key of ``meta_info.txt`` missing from the data and an image that does not decode each raise an error that
+names the file and says how to rebuild it (:func:`rebuild_advice`: what a rerun of the tool that wrote the folder
+actually does).
 """
 import cv2
 import lmdb
@@ -33,6 +39,95 @@ def check_key(key):
     return key
 
 
+class LmdbDamagedError(ValueError):
+    """An LMDB that cannot be read as it should (not an LMDB, truncated ``data.mdb``, a key of ``meta_info.txt``
+    missing from the data, an undecodable image). The message names the file and how to rebuild it."""
+
+
+def rebuild_advice(lmdb_path, bad_value=False):
+    """How to rebuild the LMDB ``lmdb_path``, by the marks of the tool that wrote its folder (what a rerun does).
+
+    ``bad_value``: the damage is an image that does not decode; a rerun of fsr-prepare without ``--overwrite`` checks
+    files and keys, not every image, so the advice is then ``--overwrite``.
+    """
+    folder = osp.dirname(osp.abspath(lmdb_path))
+    parent = osp.dirname(folder)
+    if osp.basename(folder) == '.staging':
+        return (f'it belongs to the interrupted fsr-prepare run in {parent}, which cannot be continued: rerun that '
+                'command with --overwrite to start again')
+    if osp.isfile(osp.join(parent, 'recipe.json')) and osp.isfile(osp.join(folder, 'manifest.jsonl')):
+        return (f'rebuild it: rerun the fsr-prepare --recipe command that made {parent} with --overwrite (its pool of '
+                'faces is gone, so a rerun without --overwrite cannot repair it)')
+    if osp.isfile(osp.join(folder, 'manifest.jsonl')) and bad_value:
+        return f'rebuild it: rerun the fsr-prepare command that made {folder} with --overwrite'
+    if osp.isfile(osp.join(folder, 'manifest.jsonl')):
+        return (f'repair it: rerun the fsr-prepare command that made {folder} (same input and options): it checks the '
+                'folder and redoes the faces it lacks')
+    if osp.isfile(osp.join(folder, 'degradation.json')):
+        return f'rebuild it: rerun the fsr-degrade command that made {folder} with --overwrite'
+    return 'rebuild it with the tool that wrote it'
+
+
+def lmdb_keys(path):
+    """The keys (str) of the LMDB ``path`` after :func:`check_lmdb_file`; raises like it."""
+    env = open_lmdb(path)
+    try:
+        with env.begin(write=False) as txn:
+            return {k.decode('ascii', 'replace') for k in txn.cursor().iternext(keys=True, values=False)}
+    finally:
+        env.close()
+
+
+def check_lmdb_file(path):
+    """Check that ``path`` is an LMDB folder whose ``data.mdb`` is complete, before any page of it is read.
+
+    LMDB maps ``data.mdb`` into memory: reading a page past the end of a truncated file kills the process with a bus
+    error (no exception). The file must hold every page up to the last one its meta page names.
+
+    Raises:
+        FileNotFoundError: the folder or its ``data.mdb`` is missing.
+        LmdbDamagedError: ``data.mdb`` is not an LMDB or is shorter than its pages.
+    """
+    data = osp.join(path, 'data.mdb')
+    if not osp.isdir(path):
+        raise FileNotFoundError(f'LMDB folder {path} does not exist.')
+    if not osp.isfile(data):
+        raise FileNotFoundError(f'{data} is missing: {path} is not a complete LMDB; {rebuild_advice(path)}.')
+    try:
+        env = lmdb.open(path, readonly=True, lock=False, readahead=False, subdir=True)
+    except lmdb.Error as e:
+        raise LmdbDamagedError(f'{data} is not a readable LMDB ({type(e).__name__}: {e}); {rebuild_advice(path)}.') \
+            from None
+    try:
+        need = (env.info()['last_pgno'] + 1) * env.stat()['psize']
+    finally:
+        env.close()
+    size = os.path.getsize(data)
+    if size < need:
+        raise LmdbDamagedError(f'{data} is truncated ({size} bytes, its pages need {need}); {rebuild_advice(path)}.')
+
+
+def open_lmdb(path):
+    """A read-only environment of the LMDB ``path`` after :func:`check_lmdb_file`."""
+    check_lmdb_file(path)
+    return lmdb.open(path, readonly=True, lock=False, readahead=False)
+
+
+def prune_lmdb(path, keep):
+    """Delete the keys of the LMDB ``path`` that are not in ``keep`` (entries no manifest line owns)."""
+    env = lmdb.open(path, map_size=max(1 << 20, os.path.getsize(osp.join(path, 'data.mdb'))))
+    try:
+        with env.begin(write=True) as txn:
+            extra = [
+                k for k in txn.cursor().iternext(keys=True, values=False) if k.decode('ascii', 'replace') not in keep
+            ]
+            for k in extra:
+                txn.delete(k)
+    finally:
+        env.close()
+    return len(extra)
+
+
 class LmdbWriter:
     """Append-or-overwrite writer of one BasicSR-format LMDB.
 
@@ -47,6 +142,8 @@ class LmdbWriter:
         if not path.endswith('.lmdb'):
             raise ValueError(f'LMDB path must end with .lmdb, got {path}')
         os.makedirs(path, exist_ok=True)
+        if osp.isfile(osp.join(path, 'data.mdb')) and osp.getsize(osp.join(path, 'data.mdb')) > 0:
+            check_lmdb_file(path)  # a truncated file would kill the process at the first page read
         self.path = path
         self.compress_level = compress_level
         self.fmt = fmt
@@ -110,21 +207,35 @@ IMG_EXTS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
 
 def read_lmdb_images(path, flag=cv2.IMREAD_UNCHANGED):
     """All images of a BasicSR-format LMDB (``meta_info.txt`` + ``data.mdb``) as ``{key: ndarray}``, decoded with
-    ``flag``; a clear error when the LMDB is not one or lacks a key of its ``meta_info.txt``."""
+    ``flag``.
+
+    Raises (each message names the file and how to rebuild it, :func:`rebuild_advice`):
+        FileNotFoundError: the folder, its ``meta_info.txt`` or its ``data.mdb`` is missing.
+        LmdbDamagedError: ``data.mdb`` is not an LMDB or is truncated, a key of ``meta_info.txt`` is missing from it,
+            or an image does not decode (never a ``None`` image).
+    """
     meta = osp.join(path, 'meta_info.txt')
+    if not osp.isdir(path):
+        raise FileNotFoundError(f'LMDB folder {path} does not exist.')
     if not osp.isfile(meta):
-        raise FileNotFoundError(f'{meta} is missing: {path} is not a BasicSR-format LMDB.')
+        raise FileNotFoundError(f'{meta} is missing: {path} is not a complete BasicSR-format LMDB; '
+                                f'{rebuild_advice(path)}.')
     with open(meta) as f:
         keys = [line.split(' ')[0].split('.')[0] for line in f if line.strip()]
     images = {}
-    env = lmdb.open(path, readonly=True, lock=False, readahead=False)
+    env = open_lmdb(path)
     try:
         with env.begin(write=False) as txn:
             for key in keys:
                 buf = txn.get(key.encode('ascii'))
                 if buf is None:
-                    raise KeyError(f'{path}: key {key} of meta_info.txt is not in the LMDB (incomplete LMDB).')
-                images[key] = cv2.imdecode(np.frombuffer(buf, np.uint8), flag)
+                    raise LmdbDamagedError(f'{osp.join(path, "data.mdb")} lacks the key {key} that {meta} lists '
+                                           f'(incomplete LMDB); {rebuild_advice(path)}.')
+                img = cv2.imdecode(np.frombuffer(buf, np.uint8), flag)
+                if img is None:
+                    raise LmdbDamagedError(f'the image of key {key} in {osp.join(path, "data.mdb")} does not decode '
+                                           f'(corrupt value); {rebuild_advice(path, bad_value=True)}.')
+                images[key] = img
     finally:
         env.close()
     return images
