@@ -42,10 +42,25 @@ whose difficulty is named (``fsr-degrade``). Each is a dict of options of the sa
 LR face and the caller's random streams are left as they were. ``FSRFaceDataset`` passes a fresh seed drawn from
 ``random`` in training and :func:`face_seed` (the option ``seed`` and the face's key) otherwise.
 
-Console tool ``fsr-degrade`` (:func:`main`): a fixed, seeded degraded test set (``hr.lmdb`` + ``lr_x<scale>.lmdb``, what
-``fsr-benchmark --data`` reads) from HR faces::
+Console tool ``fsr-degrade`` (:func:`main`): a fixed, seeded degraded test set (``hr.lmdb`` + ``lr_x<scale>.lmdb`` +
+``degradation.json``, what ``fsr-benchmark --data`` reads) from HR faces::
 
     fsr-degrade --data demo_data/test --scale 4 --level medium --out demo_data/test_medium_x4
+
+What ``fsr-degrade`` promises about files and numbers (``shared/DESIGN.md``, "Files a tool writes"):
+
+- Options are checked at parse time (one ``error:`` line naming the option and its range, exit status 2): ``--scale``
+  an integer >= 2 (and, once the faces are read, at most the smaller side of every HR face), ``--draws`` >= 1,
+  ``--seed`` in [0, 2**32 - 1], ``--level`` one of the levels; every ``--set`` value by :func:`degradation_options`
+  (finite numbers, probabilities in [0, 1], ranges ordered and in their limits, JPEG quality in [0, 100]).
+- The input, the output path (not a file, not below one, not the input, not holding it) and the output folder's state
+  are checked and every HR face is read before anything is written or deleted; a damaged input LMDB is an error naming
+  its file (:mod:`fsr_data.lmdb_io`).
+- One run per output folder (``OUT/.fsr.lock``): a second run names the holder's PID and exits 2.
+- The set is written inside OUT (``OUT/.fsr-degrade.partial``) and moved into place when complete; nothing is written
+  next to OUT.
+- ``--overwrite`` replaces only a set fsr-degrade made (``degradation.json`` marks it), once the new set is complete,
+  and deletes only that set's own files; a non-empty folder without that marker is refused, with or without it.
 """
 import argparse
 import contextlib
@@ -61,6 +76,7 @@ import sys
 import zlib
 
 from fsr_utils import compat
+from fsr_utils.safety import LOCK_NAME, FolderLock, UsageError, check_number, check_output_path, int_range
 
 compat.install_torchvision_shim()
 
@@ -123,6 +139,22 @@ LEVELS = {
 _RANGES = ('kernel_size', 'blur_sigma', 'betag_range', 'betap_range', 'noise_range', 'poisson_scale_range',
            'jpeg_range')
 _PROBS = ('blur_prob', 'sinc_prob', 'noise_prob', 'gaussian_noise_prob', 'gray_noise_prob', 'jpeg_prob')
+# valid values of the range options' ends (finite numbers): kernel sizes odd integers >= 3; sigmas and shape
+# parameters > 0; noise sigma (0-255 scale) and Poisson scale >= 0; JPEG quality an integer in [0, 100]
+_RANGE_LIMITS = dict(
+    kernel_size=(3, None),
+    blur_sigma=(0, None),
+    betag_range=(0, None),
+    betap_range=(0, None),
+    noise_range=(0, None),
+    poisson_scale_range=(0, None),
+    jpeg_range=(0, 100))
+_POSITIVE = ('blur_sigma', 'betag_range', 'betap_range')
+_INTS = ('kernel_size', 'jpeg_range')
+SCALE_MIN = 2  # fsr-degrade --scale: an integer >= 2, at most the smaller side of every HR face (after mod-crop)
+MAX_SEED = 2**32 - 1
+MARKER = 'degradation.json'  # marks a folder fsr-degrade made: --overwrite replaces only such folders' sets
+STAGING = '.fsr-degrade.partial'  # inside --out: the new set is written here, then moved into place
 
 
 def degradation_options(opt=None):
@@ -155,23 +187,34 @@ def degradation_options(opt=None):
     out.update({k: v for k, v in opt.items() if k != 'level'})
     out['level'] = level
     for key in _PROBS:
-        if not 0 <= float(out[key]) <= 1:
-            raise ValueError(f'degradation option {key} must be a probability in [0, 1], got {out[key]}.')
+        check_number(f'degradation option {key} (a probability)', out[key], 0, 1)
     for key in _RANGES:
         r = out[key]
-        if not isinstance(r, (list, tuple)) or len(r) != 2 or float(r[0]) > float(r[1]):
+        if not isinstance(r, (list, tuple)) or len(r) != 2:
+            raise ValueError(f'degradation option {key} must be a range [low, high], got {r!r}.')
+        low, high = _RANGE_LIMITS[key]
+        for v in r:
+            check_number(f'degradation option {key}', v, low, high, min_open=key in _POSITIVE, integer=key in _INTS)
+        if float(r[0]) > float(r[1]):
             raise ValueError(f'degradation option {key} must be a range [low, high] with low <= high, got {r}.')
-    if out['kernel_size'][0] < 3 or any(int(s) % 2 == 0 for s in out['kernel_size']):
+    if any(int(s) % 2 == 0 for s in out['kernel_size']):
         raise ValueError(f'degradation option kernel_size {out["kernel_size"]}: odd sizes >= 3 only.')
-    if not 0 <= out['jpeg_range'][0] <= out['jpeg_range'][1] <= 100:
-        raise ValueError(f'degradation option jpeg_range {out["jpeg_range"]} must lie in [0, 100].')
+    check_number('degradation option seed', out['seed'], integer=True)
     for names, probs, allowed in (('kernel_list', 'kernel_prob', KERNEL_TYPES), ('resize_modes', 'resize_prob',
                                                                                  tuple(RESIZE_MODES))):
+        if not isinstance(out[names], (list, tuple)) or not isinstance(out[probs], (list, tuple)):
+            raise ValueError(f'degradation options {names} and {probs} must be lists, got {out[names]!r} and '
+                             f'{out[probs]!r}.')
         bad = [k for k in out[names] if k not in allowed]
         if bad or not out[names]:
             raise ValueError(f'degradation option {names}: {bad or "empty"}; allowed: {", ".join(allowed)}.')
-        if len(out[probs]) != len(out[names]) or min(out[probs]) < 0 or sum(out[probs]) <= 0:
+        if len(out[probs]) != len(out[names]):
             raise ValueError(f'degradation option {probs} must give one non-negative weight per entry of {names}.')
+        for v in out[probs]:
+            check_number(f'degradation option {probs}', v, 0)
+        if sum(out[probs]) <= 0:
+            raise ValueError(f'degradation option {probs} must give one non-negative weight per entry of {names}, '
+                             'not all zero.')
     return out
 
 
@@ -300,83 +343,182 @@ def read_hr_faces(data):
     return faces
 
 
+def made_by_degrade(folder):
+    """True when ``folder`` holds the marker of an ``fsr-degrade`` set (``degradation.json`` written by
+    :func:`make_degraded_set`)."""
+    try:
+        with open(osp.join(folder, MARKER)) as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and str(data.get('made_by', '')).startswith('fsr_data.degradations')
+
+
+def _set_files(folder):
+    """Names of the files of the degraded set in ``folder`` (its LMDBs by its marker's scale, and the marker)."""
+    names = ['hr.lmdb']
+    try:
+        with open(osp.join(folder, MARKER)) as f:
+            names.append(f'lr_x{int(json.load(f)["scale"])}.lmdb')
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return names + [MARKER]
+
+
+def _check_out_state(out, overwrite):
+    """Refuse an output folder that holds anything but a lock file and an interrupted run's staging folder, unless it
+    is a set fsr-degrade made and ``overwrite`` is given."""
+    if not osp.isdir(out):
+        return
+    others = sorted(n for n in os.listdir(out) if n not in (LOCK_NAME, STAGING))
+    if not others:
+        return
+    if not made_by_degrade(out):
+        raise UsageError(f'--out {out} exists and was not made by fsr-degrade (no {MARKER} of it): fsr-degrade never '
+                         'deletes or writes over files it did not make, with or without --overwrite. Choose a new or '
+                         'empty folder.')
+    if not overwrite:
+        raise FileExistsError(f'--out {out} holds a degraded set: give another --out, or --overwrite to replace it.')
+
+
 def make_degraded_set(data, out, scale, level='medium', seed=0, options=None, fmt='png', overwrite=False, draws=1):
     """Write a fixed, seeded degraded test set: ``out/hr.lmdb``, ``out/lr_x<scale>.lmdb``, ``out/degradation.json``.
 
     Face ``key`` gets the LR face ``degrade(hr, scale, opts, face_seed(key, seed))``: the same files at every run. With
     ``draws`` N > 1 each face is degraded N times, as faces ``<key>_d<i>`` (i = 0..N-1, seed ``face_seed('<key>_d<i>',
     seed)``, the HR face repeated): on a small test set the mean over several draws of the degradation is a steadier
-    figure than one draw. The set is written to ``out.partial`` and renamed at the end (an interrupted run leaves no
-    half set under ``out``).
+    figure than one draw.
+
+    What it writes and deletes (the promises): every number, the input and the output path are checked and every HR
+    face is read before anything is written or deleted. The output folder is locked for the run
+    (:class:`fsr_utils.safety.FolderLock`: a second run on it stops with the holder's PID). The new set is written
+    inside ``out`` (``out/.fsr-degrade.partial``) and moved into place at the end, its marker ``degradation.json``
+    first: an interrupted run leaves no half set under a name a reader takes. ``overwrite`` replaces only a set that
+    fsr-degrade made (its ``degradation.json`` marks it): it deletes that set's own files, after the new set is
+    complete, and never an input, a folder holding one, or a file it did not make.
 
     Args:
         data (str): dataset folder (``hr.lmdb`` or ``hr/``) or a folder of HR face images.
-        out (str): output folder.
-        scale (int): down-sampling factor.
+        out (str): output folder (new, empty, or a set made by fsr-degrade with ``overwrite``).
+        scale (int): down-sampling factor, an integer >= 2 and at most the smaller side of every HR face.
         level (str | None): ``mild``, ``medium``, ``severe`` or None (the defaults).
-        seed (int): base seed.
+        seed (int): base seed, in [0, 2**32 - 1].
         options (dict | None): further degradation options (override the level's).
         fmt (str): 'png' or 'bmp' for the LMDB images.
-        overwrite (bool): replace an existing ``out``.
+        overwrite (bool): replace a degraded set that fsr-degrade made at ``out``.
         draws (int): degradations drawn per face (>= 1).
 
     Returns:
         dict: the manifest written to ``degradation.json``.
+
+    Raises:
+        UsageError: a number out of range, an output path that cannot be used, an output folder fsr-degrade did not
+            make, an HR face smaller than the scale, or a folder locked by another run.
+        FileExistsError: ``out`` holds a degraded set and ``overwrite`` is False.
+        FileNotFoundError, ValueError: the input is missing or broken (the message names the file).
     """
     from fsr_data.lmdb_io import write_lmdb
+    scale = check_number('--scale', scale, minimum=SCALE_MIN, integer=True)
+    draws = check_number('--draws', draws, minimum=1, integer=True)
+    seed = check_number('--seed', seed, minimum=0, maximum=MAX_SEED, integer=True)
+    if fmt not in ('png', 'bmp'):
+        raise UsageError(f'--image-format must be png or bmp, not {fmt!r}.')
     opt = degradation_options(dict(options or {}, level=level, seed=seed))
-    if int(draws) < 1:
-        raise ValueError(f'draws must be >= 1 (degradations per face), got {draws}.')
-    if osp.exists(out):
-        if not overwrite:
-            raise FileExistsError(f'{out} exists: give another --out or --overwrite.')
-        shutil.rmtree(out)
+    if not osp.isdir(data):
+        raise FileNotFoundError(f'--data {data} is not a folder.')
+    check_output_path(out, '--out', [(data, '--data')], allow_inside_inputs=True)
+    _check_out_state(out, overwrite)
     faces = read_hr_faces(data)
-    tmp = out.rstrip('/') + '.partial'
-    if osp.exists(tmp):
-        shutil.rmtree(tmp)
-    os.makedirs(tmp)
-    hr, lr, per_face = {}, {}, {}
-    for face_key, img in faces.items():
-        h, w = img.shape[:2]
-        img = np.ascontiguousarray(img[:h - h % scale, :w - w % scale])  # mod crop, as BasicSR's paired data
-        for key in [face_key] if draws == 1 else [f'{face_key}_d{i}' for i in range(draws)]:
-            s = face_seed(key, seed)
-            hr[key] = img
-            lr[key], params = degrade(img, scale, opt, s, return_params=True)
-            per_face[key] = dict(params, seed=s)
-    write_lmdb(osp.join(tmp, 'hr.lmdb'), hr, fmt=fmt)
-    write_lmdb(osp.join(tmp, f'lr_x{scale}.lmdb'), lr, fmt=fmt)
-    manifest = dict(
-        source=osp.abspath(data),
-        scale=scale,
-        level=level,
-        seed=seed,
-        draws=int(draws),
-        options=opt,
-        faces=per_face,
-        made_by='fsr_data.degradations.make_degraded_set (BasicSR degradations; see fsr_data/degradations.py)')
-    with open(osp.join(tmp, 'degradation.json'), 'w') as f:
-        json.dump(manifest, f, indent=1)
-    os.rename(tmp, out)
+    small = [(k, im.shape[:2]) for k, im in faces.items() if min(im.shape[:2]) < scale]
+    if small:
+        key, (h, w) = small[0]
+        raise UsageError(f'--scale {scale} is larger than the HR face {key} ({h}x{w}) of {data}: the LR face would be '
+                         'empty. Use a smaller --scale or larger faces.')
+    created = not osp.exists(out)
+    stage = osp.join(out, STAGING)
+    done = False
+    try:
+        with FolderLock(out, 'fsr-degrade', '--out'):
+            _check_out_state(out, overwrite)  # again under the lock: another run may have written it meanwhile
+            if osp.isdir(stage):
+                shutil.rmtree(stage)  # an interrupted run's (this name inside --out is fsr-degrade's own)
+            os.makedirs(stage)
+            hr, lr, per_face = {}, {}, {}
+            for face_key, img in faces.items():
+                h, w = img.shape[:2]
+                img = np.ascontiguousarray(img[:h - h % scale, :w - w % scale])  # mod crop, as BasicSR's paired data
+                for key in [face_key] if draws == 1 else [f'{face_key}_d{i}' for i in range(draws)]:
+                    s = face_seed(key, seed)
+                    hr[key] = img
+                    lr[key], params = degrade(img, scale, opt, s, return_params=True)
+                    per_face[key] = dict(params, seed=s)
+            write_lmdb(osp.join(stage, 'hr.lmdb'), hr, fmt=fmt)
+            write_lmdb(osp.join(stage, f'lr_x{scale}.lmdb'), lr, fmt=fmt)
+            manifest = dict(
+                source=osp.abspath(data),
+                scale=scale,
+                level=level,
+                seed=seed,
+                draws=int(draws),
+                options=opt,
+                faces=per_face,
+                made_by='fsr_data.degradations.make_degraded_set (BasicSR degradations; see '
+                'fsr_data/degradations.py)')
+            with open(osp.join(stage, MARKER), 'w') as f:
+                json.dump(manifest, f, indent=1)
+            # the new set is complete: replace the old one (fsr-degrade's own files only), marker first
+            if made_by_degrade(out):
+                for name in _set_files(out)[:-1]:
+                    path = osp.join(out, name)
+                    if osp.isdir(path) and not osp.islink(path):
+                        shutil.rmtree(path)
+                    elif osp.lexists(path):
+                        os.remove(path)
+            for name in (MARKER, 'hr.lmdb', f'lr_x{scale}.lmdb'):
+                os.replace(osp.join(stage, name), osp.join(out, name))
+            os.rmdir(stage)
+            done = True
+    finally:
+        if not done and osp.isdir(stage):
+            shutil.rmtree(stage, ignore_errors=True)
+        if not done and created and osp.isdir(out) and not os.listdir(out):
+            os.rmdir(out)
     return manifest
 
 
 def main(argv=None):
-    """``fsr-degrade``: a fixed, seeded degraded test set from HR faces (read by ``fsr-benchmark --data``)."""
+    """``fsr-degrade``: a fixed, seeded degraded test set from HR faces (read by ``fsr-benchmark --data``).
+
+    Exit status 0 on success; 2 with one ``error:`` line when an option, the input or the output folder is wrong (found
+    before anything is written or deleted) or the output folder is in use by another run; 1 when writing fails.
+    """
     p = argparse.ArgumentParser(
         prog='fsr-degrade',
         description='Make a fixed, seeded degraded face test set (hr.lmdb + lr_x<scale>.lmdb) from HR faces with '
         'BasicSR\'s degradations (blur, down-sampling, noise, JPEG); see fsr_data/degradations.py.')
     p.add_argument('--data', required=True, help='dataset folder (hr.lmdb or hr/) or a folder of HR face images')
-    p.add_argument('--out', required=True, help='output folder (fsr-benchmark --data OUT)')
-    p.add_argument('--scale', type=int, required=True, help='down-sampling factor (4 or 8)')
+    p.add_argument(
+        '--out',
+        required=True,
+        help='output folder (fsr-benchmark --data OUT): new, empty, or a set '
+        'fsr-degrade made (with --overwrite)')
+    p.add_argument(
+        '--scale',
+        type=int_range(SCALE_MIN),
+        required=True,
+        help='down-sampling factor: an integer >= 2, at most the HR faces\' smaller side (the networks: 4 or 8; '
+        'LAAT and W-Net also 2)')
     p.add_argument(
         '--level',
         default='medium',
+        choices=list(LEVELS) + ['default'],
         help=f'degradation level: {", ".join(LEVELS)} or "default" '
         '(Real-ESRGAN first-order ranges)')
-    p.add_argument('--seed', type=int, default=0, help='base seed (each face: CRC32 of seed and key)')
+    p.add_argument(
+        '--seed',
+        type=int_range(0, MAX_SEED),
+        default=0,
+        help=f'base seed in [0, {MAX_SEED}] (each face: CRC32 of seed and key)')
     p.add_argument(
         '--set',
         action='append',
@@ -385,11 +527,14 @@ def main(argv=None):
         help='override one degradation option, e.g. --set jpeg_range=[50,60] (repeatable)')
     p.add_argument(
         '--draws',
-        type=int,
+        type=int_range(1),
         default=1,
-        help='degradations per face (faces <key>_d<i>): a steadier mean on a small test set (default 1)')
+        help='degradations per face, >= 1 (faces <key>_d<i>): a steadier mean on a small test set (default 1)')
     p.add_argument('--image-format', default='png', choices=['png', 'bmp'])
-    p.add_argument('--overwrite', action='store_true', help='replace an existing --out folder')
+    p.add_argument(
+        '--overwrite',
+        action='store_true',
+        help='replace the degraded set at --out (only a set fsr-degrade made; deleted once the new one is complete)')
     args = p.parse_args(argv)
     options = {}
     for item in args.set:
@@ -405,8 +550,12 @@ def main(argv=None):
         manifest = make_degraded_set(args.data, args.out, args.scale, level, args.seed, options, args.image_format,
                                      args.overwrite, args.draws)
     except (ValueError, FileNotFoundError, FileExistsError, KeyError) as e:
-        print(f'fsr-degrade: error: {e}', file=sys.stderr)
+        text = e.args[0] if isinstance(e, KeyError) and len(e.args) == 1 else e
+        print(f'fsr-degrade: error: {" ".join(str(text).split())}', file=sys.stderr)
         return 2
+    except OSError as e:
+        print(f'fsr-degrade: error: {" ".join(str(e).split())}', file=sys.stderr)
+        return 1
     draws = f', {args.draws} draws per face' if args.draws > 1 else ''
     print(f'{len(manifest["faces"])} faces degraded at level {args.level} (x{args.scale}, seed {args.seed}{draws}) -> '
           f'{args.out}/hr.lmdb, {args.out}/lr_x{args.scale}.lmdb, {args.out}/degradation.json')

@@ -296,7 +296,9 @@ def test_fsr_degrade_draws_several_degradations_per_face(tmp_path):
         assert np.array_equal(lr, lr2)
     lrs = [lr for _, _, lr in faces[:3]]
     assert not np.array_equal(lrs[0], lrs[1]) and not np.array_equal(lrs[1], lrs[2])
-    assert deg.main(['--data', data['root'], '--out', str(tmp_path / 'z'), '--scale', '4', '--draws', '0']) == 2
+    with pytest.raises(SystemExit) as exc:  # refused at parse time (argparse: exit status 2)
+        deg.main(['--data', data['root'], '--out', str(tmp_path / 'z'), '--scale', '4', '--draws', '0'])
+    assert exc.value.code == 2 and not (tmp_path / 'z').exists()
 
 
 def test_real_option_files_are_in_sync_with_their_sources():
