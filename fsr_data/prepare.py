@@ -36,10 +36,41 @@ scales, split rule, counts, seed): see :mod:`fsr_data.recipes`.
 Resuming: everything is written into ``OUT/.staging/``; a face becomes "done" when its LMDB transactions are committed
 *and* its manifest line is written (in that order, per batch). A rerun after an interruption reopens the staging LMDBs,
 skips the photos the staging manifest (or skip report) lists and rewrites the others (same keys: LMDB overwrites, never
-duplicates); ``meta_info.txt`` files are written from the manifest at the end, then the LMDBs are moved into ``OUT/``.
-A finished folder is never touched again unless ``--overwrite``. Ctrl-C prints one line saying that the same command
-resumes (exit status 130). A run in which no photo gives a face writes ``OUT/skipped.tsv``, removes ``OUT/.staging``
-and fails with one ``error:`` line: the folder is free for the next run (other photos or options, or ``--overwrite``).
+duplicates); ``meta_info.txt`` files are written from the manifest at the end, LMDB entries that no manifest line owns
+(an interrupted batch) are dropped, then the LMDBs are moved into ``OUT/``. Keys are unique per photo across the runs
+of a resume: the staged photos keep their keys and a photo added meanwhile never gets one of them (``p00 .png`` next
+to a staged ``p00.png`` gets ``p00_1``, it does not replace that face). Ctrl-C prints one line saying that the same
+command resumes (exit status 130). A run in which no photo gives a face writes ``OUT/skipped.tsv``, removes
+``OUT/.staging`` and fails with one ``error:`` line: the folder is free for the next run (other photos or options, or
+``--overwrite``).
+
+A rerun on a finished folder checks it against its manifest (files, sizes and keys; images are not decoded). An intact
+folder is not touched (no lock, no write): "complete, nothing to do". A damaged one (an LMDB folder, ``data.mdb`` or
+``meta_info.txt`` missing, a truncated ``data.mdb``, a face of the manifest missing from an LMDB) is repaired by the
+same command: the intact LMDBs go back into ``.staging`` and only the photos whose faces are missing are redone (an
+unreadable LMDB is rebuilt with all its faces). With other options than the manifest's it stops with one line saying
+which command repairs it. An image whose bytes are corrupt is not detected this way: ``--overwrite`` rebuilds.
+
+What fsr-prepare promises about files (``shared/DESIGN.md``, "Files a tool writes"; :mod:`fsr_utils.safety`):
+
+- Every option is checked at parse time (one ``error:`` line naming the option and its valid range, exit status 2):
+  ``--hr-size`` sides in [8, 4096]; ``--scales`` integers >= 2, each dividing both HR sides, none twice (LAAT and W-Net
+  take 2, 4, 8, TANet powers of 2, AMINet any); ``--template-zoom`` in [0.25, 4]; ``--min-face`` >= 12;
+  ``--min-score`` in [0, 1]; ``--max-upscale`` > 0; ``--min-box`` >= 0; ``--box-margin`` in [0, 4]; ``--center-size``
+  sides >= 1; ``--split-seed`` in [0, 2**32 - 1]; ``--train-count``/``--test-count`` >= 0; ``--limit``,
+  ``--commit-every`` >= 1; ``--compress-level`` in [0, 9]; ``--recipe-scale`` in (0, 1].
+- The output path is checked before any work against every input (``INPUT``, ``--split``, the weight files): not a
+  file, not below a file, not an input, not holding an input. An output folder inside the photo folder is allowed: the
+  photo listing skips it, and every folder a tool of the plugin made (``manifest.jsonl``, ``.staging``,
+  ``recipe.json``, ``degradation.json``), so an output is never read back as photos.
+- One run per output folder (``OUT/.fsr.lock``, :class:`fsr_utils.safety.FolderLock`; ``--recipe``: the output root,
+  and its pool run ``OUT/pool``): a second run names the holder's PID and exits 2. The lock dies with its process (a
+  killed run never blocks the resume) and is never inside an LMDB folder.
+- ``--overwrite`` deletes nothing before every input, option and weight file has been checked and the models loaded;
+  it deletes only what an fsr-prepare run wrote (the LMDBs, including those of scales its manifest names, the manifest,
+  the skip report, ``.staging``) and only in a folder fsr-prepare made (``manifest.jsonl``, ``.staging`` or its skip
+  report mark it); other files in the folder stay. A folder holding files of those names that fsr-prepare did not make
+  is refused, with or without ``--overwrite``.
 
 Splits (``--split FILE --split-rule RULE --subset train|test``), from the user's own copies of the datasets. The papers
 do not publish their image lists; the rules below are deterministic so that everyone gets the same faces:
@@ -64,6 +95,8 @@ import re
 import shutil
 import sys
 
+from fsr_utils.safety import FolderLock, UsageError, check_output_path, float_range, int_range
+
 IMG_EXTS = ('.jpg', '.jpeg', '.png', '.bmp', '.ppm', '.pgm', '.tif', '.tiff', '.webp')
 STAGING = '.staging'
 LMDB_NAMES = ('hr', 'parsing')
@@ -72,6 +105,10 @@ RECIPE_NAMES = ('laat', 'aminet', 'tanet-ffhq', 'tanet-celeba', 'wnet-mode1', 'w
 SPLIT_RULES = ('list', 'dic-celeba', 'fsrnet-celeba', 'helen-test')
 SPLIT_DEFAULTS = {'dic-celeba': (168854, 1000), 'fsrnet-celeba': (18000, 100), 'helen-test': (None, 50)}
 MIN_PHOTO_SIDE = 12  # MTCNN's smallest network input; smaller photos cannot hold a usable face in any mode
+HR_SIDE_RANGE = (8, 4096)  # --hr-size: each side (the papers use 128..256; 8 is the smallest with an x8 LR pixel)
+TEMPLATE_ZOOM_RANGE = (0.25, 4.0)  # 0.25: the face a quarter of CelebA's framing; 4: the eyes span ~86% of the crop
+MAX_BOX_MARGIN = 4.0  # --box-margin: the square up to 5x the detector's box
+MAX_SEED = 2**32 - 1  # NumPy's RandomState takes seeds in [0, 2**32)
 
 
 # ------------------------------------------------------------------------------------------------------------- splits
@@ -137,17 +174,87 @@ def select_split(rows, rule='list', subset='all', seed=0, train_count=None, test
 
 
 # -------------------------------------------------------------------------------------------------------------- input
-def list_sources(inp, split=None, split_rule='list', subset='all', seed=0, train_count=None, test_count=None):
+MANIFEST = 'manifest.jsonl'
+SKIP_HEADER = 'source\treason\tdetail'
+
+
+def _first_line(path, limit=1 << 16):
+    try:
+        with open(path, encoding='utf-8', errors='replace') as f:
+            return f.readline(limit).rstrip('\n')
+    except OSError:
+        return None
+
+
+def made_by_prepare(folder):
+    """True when ``folder`` holds the marks of an ``fsr-prepare`` run: a ``manifest.jsonl`` whose first line is a face
+    entry (key, source), a ``.staging`` folder, or a ``skipped.tsv`` with fsr-prepare's header."""
+    if osp.isdir(osp.join(folder, STAGING)):
+        return True
+    line = _first_line(osp.join(folder, MANIFEST))
+    if line:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            entry = None
+        if isinstance(entry, dict) and 'key' in entry and 'source' in entry:
+            return True
+    return _first_line(osp.join(folder, 'skipped.tsv')) == SKIP_HEADER
+
+
+def made_by_tool(folder):
+    """True when ``folder`` was written by a tool of the plugin: an ``fsr-prepare`` dataset folder
+    (:func:`made_by_prepare`), an ``fsr-prepare --recipe`` root (``recipe.json``) or an ``fsr-degrade`` set
+    (``degradation.json``). Such folders hold no photos: the photo listing skips them."""
+    if made_by_prepare(folder):
+        return True
+    for name, field in (('recipe.json', 'recipe'), ('degradation.json', 'made_by')):
+        path = osp.join(folder, name)
+        if osp.isfile(path):
+            try:
+                with open(path) as f:
+                    data = json.load(f)
+            except (OSError, ValueError):
+                continue
+            if isinstance(data, dict) and field in data:
+                return True
+    return False
+
+
+def skipped_folder(path, exclude=()):
+    """True when the photo listing must not enter ``path``: it is (or lies in) one of ``exclude`` (the run's own
+    output folder) or it was made by a tool of the plugin (:func:`made_by_tool`)."""
+    from fsr_utils.safety import is_within
+    return any(is_within(path, e) for e in exclude if e) or made_by_tool(path)
+
+
+def list_sources(inp,
+                 split=None,
+                 split_rule='list',
+                 subset='all',
+                 seed=0,
+                 train_count=None,
+                 test_count=None,
+                 exclude=()):
     """(root, [relative paths]) of the photos to prepare: a folder (recursive, sorted), a list file, or a folder
-    filtered by a split file."""
+    filtered by a split file.
+
+    The recursive listing skips the folders in ``exclude`` (the output folder, when it lies inside the input folder)
+    and every folder a tool of the plugin made (:func:`made_by_tool`): an output is never read back as photos.
+    """
     if osp.isdir(inp):
         root = inp
         if split:
             rel = select_split(read_split_file(split), split_rule, subset, seed, train_count, test_count)
         else:
-            rel = sorted(
-                osp.relpath(osp.join(d, f), root) for d, _, files in os.walk(root) for f in files
-                if f.lower().endswith(IMG_EXTS) and not f.startswith('.'))
+            rel = []
+            for d, dirs, files in os.walk(root):
+                dirs[:] = [x for x in dirs if not skipped_folder(osp.join(d, x), exclude)]
+                rel += [
+                    osp.relpath(osp.join(d, f), root) for f in files
+                    if f.lower().endswith(IMG_EXTS) and not f.startswith('.')
+                ]
+            rel.sort()
     elif osp.isfile(inp):
         root = osp.dirname(osp.abspath(inp))
         rel = select_split(read_split_file(inp), split_rule, subset, seed, train_count, test_count)
@@ -156,10 +263,21 @@ def list_sources(inp, split=None, split_rule='list', subset='all', seed=0, train
     return root, rel
 
 
-def make_keys(rel_paths):
-    """Deterministic LMDB keys (ASCII, no dots) from relative paths; clashes get a numbered suffix."""
-    keys, used = [], set()
+def make_keys(rel_paths, fixed=None):
+    """Deterministic LMDB keys (ASCII, no dots) from relative paths; clashes get a numbered suffix.
+
+    Args:
+        rel_paths (list[str]): the photos, in order.
+        fixed (dict | None): ``{relative path: key}`` already given (the faces staged by an interrupted run): those
+            photos keep their keys and no other photo gets one of them, so a photo added before a resume (``p00 .png``
+            next to a staged ``p00.png``) gets a key of its own instead of replacing a staged face.
+    """
+    fixed = dict(fixed or {})
+    keys, used = [], set(fixed.values())
     for rel in rel_paths:
+        if rel in fixed:
+            keys.append(fixed[rel])
+            continue
         base = re.sub(r'[^A-Za-z0-9_-]+', '_', osp.splitext(rel)[0]).strip('_') or 'img'
         key, n = base, 1
         while key in used:
@@ -169,13 +287,27 @@ def make_keys(rel_paths):
     return keys
 
 
-def parse_size(text):
-    """'128' -> (128, 128); '216x176' -> (216, 176) as (h, w)."""
+def parse_size(text, option='--hr-size', minimum=1, maximum=None):
+    """'128' -> (128, 128); '216x176' -> (216, 176) as (h, w); each side in [minimum, maximum]."""
     m = re.fullmatch(r'\s*(\d+)\s*(?:[xX,]\s*(\d+))?\s*', str(text))
     if not m:
-        raise argparse.ArgumentTypeError(f'--hr-size must be N or HxW, got {text!r}')
+        raise argparse.ArgumentTypeError(f'{option} must be N or HxW (positive integers), got {text!r}')
     h = int(m.group(1))
-    return h, int(m.group(2) or h)
+    hw = (h, int(m.group(2) or h))
+    if min(hw) < minimum or (maximum is not None and max(hw) > maximum):
+        span = f'[{minimum}, {maximum}]' if maximum is not None else f'>= {minimum}'
+        raise argparse.ArgumentTypeError(f'{option} must be N or HxW with each side in {span}, got {text!r}')
+    return hw
+
+
+def size_type(option, minimum=1, maximum=None):
+    """An argparse ``type`` for ``N`` or ``HxW`` sizes with each side in ``[minimum, maximum]``."""
+
+    def parse(text):
+        return parse_size(text, option, minimum, maximum)
+
+    parse.__name__ = 'size'
+    return parse
 
 
 # ---------------------------------------------------------------------------------------------------------- LR making
@@ -285,7 +417,7 @@ class PrepareJob:
         self.args = args
         self.root = sources_root
         self.rel = rel_paths
-        self.keys = make_keys(rel_paths)
+        self.keys = None  # made in run(), after the staged keys are known (make_keys)
         self.out = args.output
         self.stage = osp.join(self.out, STAGING)
         self.hr_hw = tuple(args.hr_size)
@@ -310,7 +442,139 @@ class PrepareJob:
         return opts
 
     def _finished(self):
-        return osp.isfile(osp.join(self.out, 'manifest.jsonl')) and not osp.isdir(self.stage)
+        return osp.isfile(osp.join(self.out, MANIFEST)) and not osp.isdir(self.stage)
+
+    @staticmethod
+    def lmdb_names_of(options):
+        """The LMDB names a run with ``options`` (a manifest's ``options``) writes."""
+        return ['hr'] + [f'lr_x{s}' for s in options.get('scales', [])
+                         ] + (['parsing'] if options.get('parsing', 'none') != 'none' else [])
+
+    def _read_manifest(self):
+        """Entries of ``OUT/manifest.jsonl``; :class:`PrepareError` when it cannot be read."""
+        path = osp.join(self.out, MANIFEST)
+        try:
+            with open(path) as f:
+                entries = [json.loads(ln) for ln in f if ln.strip()]
+            if not all(isinstance(e, dict) and 'key' in e and 'source' in e for e in entries):
+                raise ValueError('a line is not a face entry')
+        except (OSError, ValueError) as e:
+            raise PrepareError(f'{path} is damaged ({e}): the faces of {self.out} are unknown, so the folder cannot be '
+                               'repaired; rerun with --overwrite to redo it.') from None
+        return entries
+
+    def check_finished(self):
+        """Check a finished folder against its manifest (cheap: files, sizes and keys; images are not decoded).
+
+        Returns:
+            tuple: (problems: list of one-line descriptions, broken: LMDB names that cannot be read at all,
+            missing: keys of manifest.jsonl absent from some LMDB, entries of manifest.jsonl).
+        """
+        from fsr_data.lmdb_io import lmdb_keys
+        entries = self._read_manifest()
+        opts = entries[0].get('options') if entries else None
+        names = self.lmdb_names_of(opts) if isinstance(opts, dict) else self.lmdb_names
+        want = {e['key'] for e in entries}
+        problems, broken, missing = [], set(), set()
+        for n in names:
+            path = osp.join(self.out, f'{n}.lmdb')
+            try:
+                keys = lmdb_keys(path)
+            except (OSError, ValueError) as e:
+                problems.append(' '.join(str(e).split()))
+                broken.add(n)
+                continue
+            lack = want - keys
+            if lack:
+                problems.append(f'{path} lacks {len(lack)} faces of {MANIFEST} (e.g. {sorted(lack)[0]})')
+                missing |= lack
+            meta = osp.join(path, 'meta_info.txt')
+            listed = None
+            if osp.isfile(meta):
+                with open(meta) as f:
+                    listed = sorted(ln.split('.', 1)[0] for ln in f if ln.strip())
+            if listed != sorted(want):
+                problems.append(f'{meta} is missing or does not list the faces of {MANIFEST}')
+        return problems, broken, missing, entries
+
+    def _reopen_damaged(self, problems, broken, missing, entries):
+        """Turn a damaged finished folder back into an interrupted run: the intact LMDBs go back into ``.staging``
+        (unreadable ones are removed), the staged manifest keeps the photos whose faces are all present, and the run
+        then redoes only the others. Files are changed in an order that a new interruption cannot make inconsistent
+        (the staged manifest is written last)."""
+        old = entries[0].get('options') if entries else None
+        if old is not None and old != json.loads(json.dumps(self.options())):
+            raise PrepareError(f'{self.out} is damaged ({problems[0]}) and was made with other options ({old}): rerun '
+                               'the command that made it (the options above) to repair it, or rerun with --overwrite '
+                               'to redo it with these options.')
+        names = self.lmdb_names_of(old) if isinstance(old, dict) else self.lmdb_names
+        os.makedirs(self.stage, exist_ok=True)
+        with open(osp.join(self.stage, 'options.json.tmp'), 'w') as f:
+            json.dump(self.options(), f)
+        os.replace(osp.join(self.stage, 'options.json.tmp'), osp.join(self.stage, 'options.json'))
+        for n in names:
+            src = osp.join(self.out, f'{n}.lmdb')
+            if n in broken:
+                if osp.islink(src) or osp.isfile(src):
+                    os.remove(src)
+                elif osp.isdir(src):
+                    shutil.rmtree(src)
+            elif osp.isdir(src):
+                os.replace(src, osp.join(self.stage, f'{n}.lmdb'))
+        lost = {e['source'] for e in entries if e['key'] in missing} if not broken else {e['source'] for e in entries}
+        keep = [{k: v for k, v in e.items() if k != 'options'} for e in entries if e['source'] not in lost]
+        skipped = osp.join(self.out, 'skipped.tsv')
+        skips = open(skipped).read().split('\n')[1:] if osp.isfile(skipped) else []
+        for name, lines in (('skipped.partial.tsv', [ln for ln in skips if ln]), ('manifest.partial.jsonl',
+                                                                                  [json.dumps(e) for e in keep])):
+            path = osp.join(self.stage, name)
+            with open(path + '.tmp', 'w') as f:
+                f.write(''.join(ln + '\n' for ln in lines))
+            os.replace(path + '.tmp', path)
+        if not self.args.quiet:
+            more = f' and {len(problems) - 1} more problems' if len(problems) > 1 else ''
+            print(f'fsr-prepare: {self.out} is damaged ({problems[0]}{more}): redoing the {len(lost)} photos whose '
+                  'faces are missing.')
+
+    def _clear_for_overwrite(self):
+        """``--overwrite``: delete what an earlier fsr-prepare run wrote in OUT (its LMDBs, including those of other
+        scales its manifest names, the manifest, the skip report, the staging folder), and nothing else. A folder
+        without fsr-prepare's marks (:func:`made_by_prepare`) is refused; every model and weight file is loaded first,
+        so that nothing is deleted by a run that cannot go on."""
+        names = set(self.lmdb_names)
+        line = _first_line(osp.join(self.out, MANIFEST))
+        try:
+            opts = json.loads(line).get('options') if line else None
+        except (ValueError, AttributeError):
+            opts = None
+        if isinstance(opts, dict):
+            names |= set(self.lmdb_names_of(opts))
+        targets = [osp.join(self.out, f'{n}.lmdb') for n in sorted(names)]
+        targets += [osp.join(self.out, n) for n in (MANIFEST, 'skipped.tsv', STAGING)]
+        present = [t for t in targets if osp.lexists(t)]
+        if not present:
+            return
+        if not made_by_prepare(self.out):
+            raise UsageError(f'-o {self.out} holds {osp.basename(present[0])} but was not made by fsr-prepare (no '
+                             f'{MANIFEST}, {STAGING} or skip report of fsr-prepare): --overwrite deletes only what '
+                             'fsr-prepare made. Move those files away or choose another output folder.')
+        self._models()
+        for t in present:
+            if osp.isdir(t) and not osp.islink(t):
+                shutil.rmtree(t)
+            else:
+                os.remove(t)
+
+    def _staged_keys(self, entries):
+        """``{source: key}`` of the staged faces (the key of the photo, without ``--faces all``'s ``_f<i>``)."""
+        fixed = {}
+        for e in entries.values():
+            key = e['key']
+            suffix = f'_f{e.get("face_index", 0)}'
+            if self.args.faces == 'all' and key.endswith(suffix):
+                key = key[:-len(suffix)]
+            fixed.setdefault(e['source'], key)
+        return fixed
 
     def _load_stage(self):
         """Open/create the staging folder; return (done sources, manifest entries)."""
@@ -451,31 +715,61 @@ class PrepareJob:
         return out
 
     # --- run -----------------------------------------------------------------------------------------------------
+    def _complete(self, entries=None):
+        """The answer of a rerun on an intact finished folder (the folder is not touched)."""
+        line = _first_line(osp.join(self.out, MANIFEST)) if entries is None else None
+        try:
+            old = entries[0].get('options') if entries else (json.loads(line).get('options') if line else None)
+        except (ValueError, AttributeError):
+            old = None
+        other = '' if old in (None, json.loads(json.dumps(
+            self.options()))) else (f' It was made with other options ({old}): --overwrite redoes it with these.')
+        print(f'{self.out} is complete ({MANIFEST} present); nothing to do (--overwrite to redo it).{other}')
+        return {'status': 'complete'}
+
     def run(self, _fault=None):
+        """Run (or resume, or repair) the job under a lock on the output folder; returns a summary dict.
+
+        A rerun on a finished folder checks it (:meth:`check_finished`): intact, it is not touched (no lock, no write);
+        damaged (a missing or truncated LMDB, a face of the manifest missing from an LMDB, a missing meta_info.txt),
+        the faces it lacks are redone (:meth:`_reopen_damaged`).
+        """
+        if not self.args.overwrite and self._finished():
+            problems = self.check_finished()[0]
+            if not problems:
+                return self._complete()
+        with FolderLock(self.out, 'fsr-prepare', '-o'):
+            return self._run_locked(_fault)
+
+    def _run_locked(self, _fault=None):
         from tqdm import tqdm
 
         from fsr_data.lmdb_io import LmdbWriter
         a = self.args
-        final = [osp.join(self.out, f'{n}.lmdb') for n in self.lmdb_names] + [osp.join(self.out, 'manifest.jsonl')]
-        if self._finished() and not osp.isfile(osp.join(self.stage, 'FINALIZING')):
-            if not a.overwrite:
-                print(f'{self.out} is complete (manifest.jsonl present); nothing to do (--overwrite to redo it).')
-                return {'status': 'complete'}
+        final = [osp.join(self.out, f'{n}.lmdb') for n in self.lmdb_names] + [osp.join(self.out, MANIFEST)]
         if a.overwrite:
-            for p in final + [self.stage, osp.join(self.out, 'skipped.tsv')]:
-                if osp.isdir(p):
-                    shutil.rmtree(p)
-                elif osp.isfile(p):
-                    os.remove(p)
+            self._clear_for_overwrite()
+        elif self._finished():  # (again under the lock: another run may have finished or repaired it meanwhile)
+            problems, broken, missing, entries = self.check_finished()
+            if not problems:
+                return self._complete(entries)
+            self._reopen_damaged(problems, broken, missing, entries)
         else:
             clash = [p for p in final if osp.exists(p)]
+            report = osp.join(self.out, 'skipped.tsv')
+            if osp.exists(report) and _first_line(report) != SKIP_HEADER:
+                clash.append(report)
             if clash and not osp.isdir(self.stage):
-                raise FileExistsError(f'{clash[0]} exists but {self.out} was not made by an unfinished fsr-prepare '
-                                      'run: choose another output folder or pass --overwrite.')
-        os.makedirs(self.out, exist_ok=True)
+                if made_by_prepare(self.out):
+                    raise FileExistsError(f'{clash[0]} exists but {self.out} was not made by an unfinished fsr-prepare '
+                                          'run: choose another output folder or pass --overwrite.')
+                raise FileExistsError(f'{clash[0]} exists and {self.out} was not made by fsr-prepare, so --overwrite '
+                                      'would not replace it either: choose another output folder or move it away.')
         if osp.isfile(osp.join(self.stage, 'FINALIZING')):
             return self._finalize(_fault)
         done, entries = self._load_stage()
+        self.keys = make_keys(self.rel, self._staged_keys(entries))
+        owner = {k: e['source'] for k, e in entries.items()}  # key -> photo: one photo per key, across resumes
         todo = [(r, k) for r, k in zip(self.rel, self.keys) if r not in done]
         if todo:
             self._models()
@@ -520,6 +814,10 @@ class PrepareJob:
                     bar.set_postfix_str(f'skipped {rel}: {res[0]}')
                 else:
                     for entry, images in res:
+                        if owner.setdefault(entry['key'], rel) != rel:
+                            raise PrepareError(
+                                f'{osp.join(self.root, rel)} and {osp.join(self.root, owner[entry["key"]])} '
+                                f'both give the face key {entry["key"]}: rename one of the photos.')
                         for name, im in images.items():
                             entry.setdefault('shapes', {})[name] = list(writers[name].put_image(entry['key'], im))
                         pending_entries.append(entry)
@@ -568,10 +866,12 @@ class PrepareJob:
         ordered = sorted(entries.values(), key=lambda e: e['key'])
         if not ordered:  # (a folder left by an older version in this state is cleaned up the same way)
             self._fail_empty()
-        from fsr_data.lmdb_io import write_meta_info
+        from fsr_data.lmdb_io import prune_lmdb, write_meta_info
+        keep = {e['key'] for e in ordered}
         for n in self.lmdb_names:
             src = osp.join(self.stage, f'{n}.lmdb')
             if osp.isdir(src):
+                prune_lmdb(src, keep)  # entries of an interrupted batch whose photo got another key on the resume
                 write_meta_info(src, [(e['key'], e['shapes'][n]) for e in ordered], a.compress_level, self._fmt(n))
         for n in self.lmdb_names:
             src, dst = osp.join(self.stage, f'{n}.lmdb'), osp.join(self.out, f'{n}.lmdb')
@@ -622,10 +922,9 @@ def build_parser():
         '(default: the recipe\'s training set)')
     p.add_argument(
         '--recipe-scale',
-        type=float,
+        type=float_range(0, 1, min_open=True),
         default=1.0,
-        help='with --recipe: multiply the paper\'s counts (tests, '
-        'dry runs on a subset)')
+        help='with --recipe: multiply the paper\'s counts, in (0, 1] (tests, dry runs on a subset)')
     p.add_argument(
         '--keep-pool', action='store_true', help='with --recipe: keep OUTPUT/pool (all faces before the split)')
     p.add_argument(
@@ -637,15 +936,32 @@ def build_parser():
         'already aligned images, no detection (AMINet, TANet)')
     p.add_argument('--aligned', action='store_true', help='same as --crop center (inputs are aligned face crops)')
     p.add_argument(
-        '--min-box', type=int, default=0, help='--crop box: skip faces whose square box is smaller (LAAT: 128)')
-    p.add_argument('--box-margin', type=float, default=0.0, help='--crop box: enlarge the square box by this fraction')
+        '--min-box',
+        type=int_range(0),
+        default=0,
+        help='--crop box: skip faces whose square box is smaller, in pixels >= 0 (LAAT: 128)')
+    p.add_argument(
+        '--box-margin',
+        type=float_range(0, MAX_BOX_MARGIN),
+        default=0.0,
+        help=f'--crop box: enlarge the square box by this fraction, in [0, {MAX_BOX_MARGIN}]')
     p.add_argument(
         '--center-size',
-        type=parse_size,
+        type=size_type('--center-size', 1),
         help='--crop center: size HxW of the centre crop in source pixels '
         '(default: the largest region with the HR aspect ratio), then resized to --hr-size')
-    p.add_argument('--hr-size', type=parse_size, default=(128, 128), help='HR size: N or HxW (e.g. 216x176)')
-    p.add_argument('--scales', type=int, nargs='+', default=[4, 8], help='LR scales')
+    p.add_argument(
+        '--hr-size',
+        type=size_type('--hr-size', *HR_SIDE_RANGE),
+        default=(128, 128),
+        help=f'HR size: N or HxW (e.g. 216x176), each side in [{HR_SIDE_RANGE[0]}, {HR_SIDE_RANGE[1]}]')
+    p.add_argument(
+        '--scales',
+        type=int_range(2),
+        nargs='+',
+        default=[4, 8],
+        help='LR scales: integers >= 2 that divide both sides of --hr-size (the networks: LAAT and W-Net 2, 4, 8; '
+        'TANet powers of 2; AMINet any)')
     p.add_argument(
         '--lr-kernel',
         choices=['matlab', 'pil-bicubic'],
@@ -661,23 +977,39 @@ def build_parser():
     p.add_argument('--detector-weights', help='RetinaFace weights file (detection_Resnet50_Final.pth)')
     p.add_argument('--device', default='cpu', help='torch device for the detector and BiSeNet')
     p.add_argument('--faces', choices=['largest', 'all'], default='largest', help='faces kept per photo')
-    p.add_argument('--min-face', type=int, default=20, help='smallest face (box side, px) the detector looks for')
-    p.add_argument('--min-score', type=float, default=0.9, help='ignore detections with a lower confidence')
+    p.add_argument(
+        '--min-face',
+        type=int_range(MIN_PHOTO_SIDE),
+        default=20,
+        help=f'smallest face (box side, px) the detector looks for: >= {MIN_PHOTO_SIDE} (MTCNN\'s smallest window)')
+    p.add_argument(
+        '--min-score', type=float_range(0, 1), default=0.9, help='ignore detections with a lower confidence, in [0, 1]')
     p.add_argument(
         '--max-upscale',
-        type=float,
+        type=float_range(0, min_open=True),
         default=1.0,
-        help='skip faces whose HR crop would need upscaling by more than this (too small faces)')
-    p.add_argument('--template-zoom', type=float, default=1.0, help='>1 makes the face larger in the crop')
+        help='skip faces whose HR crop would need upscaling by more than this (too small faces); > 0')
+    p.add_argument(
+        '--template-zoom',
+        type=float_range(*TEMPLATE_ZOOM_RANGE),
+        default=1.0,
+        help=f'>1 makes the face larger in the crop, <1 smaller; in [{TEMPLATE_ZOOM_RANGE[0]}, '
+        f'{TEMPLATE_ZOOM_RANGE[1]}]')
     p.add_argument('--split', help='split/list file selecting photos of the input folder (see --split-rule)')
     p.add_argument('--split-rule', choices=SPLIT_RULES, default='list', help='how the split file selects photos')
     p.add_argument('--subset', choices=['train', 'test', 'all'], default='all', help='part of the split to prepare')
-    p.add_argument('--split-seed', type=int, default=0, help='seed of the random draws of fsrnet-celeba')
-    p.add_argument('--train-count', type=int, help="override the rule's number of training faces")
-    p.add_argument('--test-count', type=int, help="override the rule's number of test faces")
-    p.add_argument('--limit', type=int, help='prepare only the first N photos (after the split)')
-    p.add_argument('--commit-every', type=int, default=64, help='photos per LMDB transaction / manifest flush')
-    p.add_argument('--compress-level', type=int, default=1, help='PNG compression level (BasicSR uses 1)')
+    p.add_argument(
+        '--split-seed',
+        type=int_range(0, MAX_SEED),
+        default=0,
+        help=f'seed of the random draws of fsrnet-celeba and the recipes, in [0, {MAX_SEED}]')
+    p.add_argument('--train-count', type=int_range(0), help="override the rule's number of training faces (>= 0)")
+    p.add_argument('--test-count', type=int_range(0), help="override the rule's number of test faces (>= 0)")
+    p.add_argument('--limit', type=int_range(1), help='prepare only the first N photos (after the split), N >= 1')
+    p.add_argument(
+        '--commit-every', type=int_range(1), default=64, help='photos per LMDB transaction / manifest flush (>= 1)')
+    p.add_argument(
+        '--compress-level', type=int_range(0, 9), default=1, help='PNG compression level in [0, 9] (BasicSR uses 1)')
     p.add_argument(
         '--image-format',
         choices=['bmp', 'png'],
@@ -703,22 +1035,47 @@ def parse_args(argv=None):
     if args.recipe and (args.split or args.limit):
         p.error('--split/--limit cannot be combined with --recipe (the recipe selects the photos; --recipe-scale '
                 'shrinks its counts)')
+    h, w = args.hr_size
+    for s in args.scales:
+        if h % s or w % s:
+            p.error(f'argument --scales: {s} does not divide --hr-size {h}x{w}: each scale must divide both sides '
+                    '(e.g. --hr-size 128 with --scales 4 8)')
+    if len(set(args.scales)) != len(args.scales):
+        p.error(f'argument --scales: {" ".join(map(str, args.scales))} names a scale twice')
     return args
 
 
 def prepare(argv=None, _fault=None):
-    """Run ``fsr-prepare`` with command-line arguments ``argv``; returns a summary dict."""
+    """Run ``fsr-prepare`` with command-line arguments ``argv``; returns a summary dict.
+
+    Order (the promises of the module docstring): options (parse time), weight files, the output path against every
+    input, the photo list, then the lock on the output folder, and only then any write or delete.
+    """
     args = parse_args(argv)  # first: --help and option errors need no heavy import
     from fsr_utils import compat
     compat.install_torchvision_shim()
     if args.parsing == 'bisenet':
         from fsr_data.parsing import resolve_bisenet_weights
         resolve_bisenet_weights(args.bisenet_weights)  # fail before any work
+    if args.crop != 'center' and args.detector == 'retinaface':
+        from fsr_data.face_align import check_detector_weights
+        check_detector_weights(args.detector_weights, '--detector-weights')
+    inputs = [(args.input, 'INPUT'), (args.split, '--split'), (args.bisenet_weights, '--bisenet-weights'),
+              (args.detector_weights, '--detector-weights')]
+    # an output inside the photo folder is allowed: the listing skips it (and every folder a tool of the plugin made)
+    check_output_path(args.output, '-o', inputs, allow_inside_inputs=True)
     if args.recipe:
         from fsr_data.recipes import run_recipe
         return run_recipe(args, _fault=_fault)
-    root, rel = list_sources(args.input, args.split, args.split_rule, args.subset, args.split_seed, args.train_count,
-                             args.test_count)
+    root, rel = list_sources(
+        args.input,
+        args.split,
+        args.split_rule,
+        args.subset,
+        args.split_seed,
+        args.train_count,
+        args.test_count,
+        exclude=[args.output])
     if args.limit:
         rel = rel[:args.limit]
     if not rel:
@@ -727,9 +1084,10 @@ def prepare(argv=None, _fault=None):
 
 
 def main(argv=None, _fault=None):
-    """Console script ``fsr-prepare``: exit status 0 on success, 1 with a one-line ``error:`` when no dataset can be
-    made or an input, file or option is wrong (``FSR_DEBUG=1`` raises instead), 130 when interrupted (Ctrl-C: the
-    finished photos are kept and the same command resumes)."""
+    """Console script ``fsr-prepare``: exit status 0 on success; 2 with a one-line ``error:`` when an option or path is
+    wrong or the output folder is in use (found before any work); 1 with a one-line ``error:`` when no dataset can be
+    made or an input or file is wrong (``FSR_DEBUG=1`` raises instead); 130 when interrupted (Ctrl-C: the finished
+    photos are kept and the same command resumes)."""
     try:
         prepare(argv, _fault=_fault)
     except KeyboardInterrupt:
@@ -739,7 +1097,12 @@ def main(argv=None, _fault=None):
             'same command again to resume where it stopped.',
             file=sys.stderr)
         return 130
-    except (PrepareError, FileNotFoundError, FileExistsError, ValueError, RuntimeError) as e:
+    except UsageError as e:
+        if os.environ.get('FSR_DEBUG', '0') not in ('', '0'):
+            raise
+        print(f'fsr-prepare: error: {" ".join(str(e).split())}', file=sys.stderr)
+        return 2
+    except (PrepareError, OSError, ValueError, RuntimeError) as e:
         # bad input, a missing file or layout, a folder in use: one line naming it (FSR_DEBUG=1: the traceback)
         if os.environ.get('FSR_DEBUG', '0') not in ('', '0'):
             raise

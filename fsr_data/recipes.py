@@ -51,8 +51,15 @@ Dataset layouts found under ROOT (any depth up to 3): CelebA ``img_celeba/`` or 
 Helen: its photos anywhere below ROOT (``helen_1/`` ... ``helen_5/`` or one folder) and ``testnames.txt`` (names
 without extension); FFHQ: ``NNNNN.png`` files (``images1024x1024/00000/00000.png`` or flat).
 
-``--recipe-scale F`` multiplies every count (at least 1 each): the tests run each recipe on a tiny fake copy of the
-dataset's layout.
+``--recipe-scale F`` (in (0, 1]) multiplies every count (at least 1 each): the tests run each recipe on a tiny fake copy
+of the dataset's layout.
+
+Files (as plain ``fsr-prepare``, :mod:`fsr_data.prepare`): the photos are selected (every input checked) before
+anything is written or deleted; the run holds the lock of OUT (a second run names the holder and exits 2); an OUT
+inside ROOT is skipped when ROOT is searched; ``pool``, ``train``, ``val``, ``test``, ``recipe.json`` and
+``skipped.tsv`` are written or deleted (``--overwrite``) only when fsr-prepare made them: a file or folder of one of
+those names that it did not make refuses the run before one file goes. A finished recipe folder cannot be repaired by
+a rerun (its pool is gone): ``--overwrite`` rebuilds it.
 """
 import json
 import os
@@ -153,16 +160,21 @@ def scaled(counts, factor):
 
 
 # --------------------------------------------------------------------------------------------------- dataset layouts
-def _walk(root, max_depth=3):
+def _walk(root, max_depth=3, exclude=()):
+    """(folder, files) under ``root`` up to ``max_depth``; hidden folders, the folders in ``exclude`` (the output, when
+    it lies inside ROOT) and the folders a tool of the plugin made are skipped (they hold no dataset photos)."""
+    from fsr_data.prepare import skipped_folder
     root = osp.abspath(root)
     for d, dirs, files in os.walk(root):
         depth = osp.relpath(d, root).count(os.sep) + (d != root)
-        dirs[:] = sorted(x for x in dirs if not x.startswith('.')) if depth < max_depth else []
+        dirs[:] = sorted(
+            x for x in dirs
+            if not x.startswith('.') and not skipped_folder(osp.join(d, x), exclude)) if depth < max_depth else []
         yield d, sorted(files)
 
 
-def _find_file(root, name):
-    for d, files in _walk(root):
+def _find_file(root, name, exclude=()):
+    for d, files in _walk(root, exclude=exclude):
         if name in files:
             return osp.join(d, name)
     raise FileNotFoundError(
@@ -170,10 +182,10 @@ def _find_file(root, name):
         f'{name} there.')
 
 
-def _find_images_dir(root, name):
+def _find_images_dir(root, name, exclude=()):
     """The folder called ``name`` that holds images (the deepest one: Kaggle nests img_align_celeba twice)."""
     best = None
-    for d, files in _walk(root):
+    for d, files in _walk(root, exclude=exclude):
         if osp.basename(d) == name and any(f.lower().endswith('.jpg') for f in files):
             best = d
     if best is None:
@@ -182,18 +194,20 @@ def _find_images_dir(root, name):
     return best
 
 
-def _images_under(root, pattern=None, max_depth=3):
+def _images_under(root, pattern=None, max_depth=3, exclude=()):
     from fsr_data.prepare import IMG_EXTS
     out = []
-    for d, files in _walk(root, max_depth):
+    for d, files in _walk(root, max_depth, exclude):
         for f in files:
             if f.lower().endswith(IMG_EXTS) and (pattern is None or re.fullmatch(pattern, f)):
                 out.append(osp.relpath(osp.join(d, f), root))
     return sorted(out)
 
 
-def select_photos(recipe, dataset, root, seed=0, factor=1.0):
-    """(images root, {subset: [relative paths]} before detection or None, pool paths, counts, assign rule)."""
+def select_photos(recipe, dataset, root, seed=0, factor=1.0, exclude=()):
+    """(images root, {subset: [relative paths]} before detection or None, pool paths, counts, assign rule).
+
+    ``exclude``: folders not searched (the output folder, when it lies inside ``root``)."""
     import numpy as np
 
     from fsr_data.prepare import read_split_file, select_split
@@ -201,23 +215,23 @@ def select_photos(recipe, dataset, root, seed=0, factor=1.0):
     counts = scaled(d['counts'], factor)
     select = d['select']
     if dataset == 'celeba':
-        img_root = _find_images_dir(root, d['images'])
-        names = _images_under(img_root, r'\d{6}\.jpg', max_depth=0)
+        img_root = _find_images_dir(root, d['images'], exclude)
+        names = _images_under(img_root, r'\d{6}\.jpg', max_depth=0, exclude=exclude)
     elif dataset == 'helen':
         img_root = osp.abspath(root)
-        names = _images_under(img_root)
+        names = _images_under(img_root, exclude=exclude)
     else:  # ffhq
         img_root = osp.abspath(root)
-        for d_, _ in _walk(root):
+        for d_, _ in _walk(root, exclude=exclude):
             if osp.basename(d_) == 'images1024x1024':
                 img_root = d_
                 break
-        names = _images_under(img_root, r'\d{5}\.png')
+        names = _images_under(img_root, r'\d{5}\.png', exclude=exclude)
     if not names:
         raise FileNotFoundError(f'no {dataset} photos found under {root}')
     subsets = None
     if select == 'partition':
-        part_file = _find_file(root, 'list_eval_partition.txt')
+        part_file = _find_file(root, 'list_eval_partition.txt', exclude)
         rows = read_split_file(part_file)
         have = set(names)
         rows = [(n, p) for n, p in rows if n in have]
@@ -239,7 +253,7 @@ def select_photos(recipe, dataset, root, seed=0, factor=1.0):
         by_stem = {}
         for n in names:
             by_stem.setdefault(osp.splitext(osp.basename(n))[0], n)
-        test_names = [ln.split()[0] for ln in open(_find_file(root, 'testnames.txt')) if ln.strip()]
+        test_names = [ln.split()[0] for ln in open(_find_file(root, 'testnames.txt', exclude)) if ln.strip()]
         missing = [t for t in test_names[:counts['test']] if osp.splitext(t)[0] not in by_stem]
         if missing:
             raise FileNotFoundError(f'{len(missing)} Helen test photos of testnames.txt are missing under {root}, e.g. '
@@ -309,27 +323,82 @@ def _copy_subset(pool, dst, keys, lmdb_names, sources):
     os.replace(tmp, dst)
 
 
+def _recipe_made(out):
+    """True when ``out/recipe.json`` is the report of ``fsr-prepare --recipe``."""
+    try:
+        with open(osp.join(out, 'recipe.json')) as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and 'recipe' in data
+
+
+def _recipe_outputs(out):
+    """(paths under ``out`` that fsr-prepare --recipe made, paths of those names it did not make)."""
+    from fsr_data.prepare import SKIP_HEADER, _first_line, made_by_prepare
+    present, foreign = [], []
+    for name in ('pool', ) + SUBSETS + tuple(f'{s}.partial' for s in SUBSETS):
+        p = osp.join(out, name)
+        if osp.lexists(p):
+            (present if osp.isdir(p) and not osp.islink(p) and made_by_prepare(p) else foreign).append(p)
+    for name, ours in (('recipe.json', _recipe_made(out)), ('skipped.tsv',
+                                                            _first_line(osp.join(out, 'skipped.tsv')) == SKIP_HEADER)):
+        p = osp.join(out, name)
+        if osp.lexists(p):
+            (present if ours else foreign).append(p)
+    return present, foreign
+
+
+def _check_outputs(out, job, overwrite):
+    """Check the names a recipe writes under ``out``; with ``--overwrite`` delete them. Each is deleted only when
+    fsr-prepare made it (its marks: :func:`fsr_data.prepare.made_by_prepare`, ``recipe.json``'s fields, the skip
+    report's header); one that it did not make refuses the run (with or without ``--overwrite``) before one file
+    goes."""
+    from fsr_utils.safety import UsageError
+    present, foreign = _recipe_outputs(out)
+    if foreign:
+        raise UsageError(f'-o {out} holds {foreign[0]}, which fsr-prepare --recipe did not make: it never writes over '
+                         'or deletes what it did not make, with or without --overwrite. Move it away or choose '
+                         'another output folder.')
+    if not overwrite or not present:
+        return
+    job._models()  # every model and weight file loads before anything is deleted
+    for p in present:
+        if osp.isdir(p):
+            shutil.rmtree(p)
+        else:
+            os.remove(p)
+
+
 def run_recipe(args, _fault=None):
-    """``fsr-prepare --recipe``: pool -> split -> recipe.json (module docstring). Returns a summary dict."""
-    from fsr_data.prepare import PrepareJob
+    """``fsr-prepare --recipe``: pool -> split -> recipe.json (module docstring). Returns a summary dict.
+
+    The photos are selected (every input checked) before anything is written or deleted; the run holds the lock of
+    the output root (:class:`fsr_utils.safety.FolderLock`) and its pool run the lock of ``OUT/pool``.
+    """
+    from fsr_utils.safety import FolderLock
     out = args.output
     dataset, _ = _dataset(args.recipe, args.dataset)
     report_path = osp.join(out, 'recipe.json')
     if osp.isfile(report_path) and not args.overwrite:
         print(f'{out} is complete ({report_path} present); nothing to do (--overwrite to redo it).')
         return dict(json.load(open(report_path)), status='complete')
-    if args.overwrite:
-        for name in ('pool', 'recipe.json') + SUBSETS:
-            p = osp.join(out, name)
-            if osp.isdir(p):
-                shutil.rmtree(p)
-            elif osp.isfile(p):
-                os.remove(p)
-    img_root, subsets, pool_names, counts, assign = select_photos(args.recipe, dataset, args.input, args.split_seed,
-                                                                  args.recipe_scale)
+    img_root, subsets, pool_names, counts, assign = select_photos(
+        args.recipe, dataset, args.input, args.split_seed, args.recipe_scale, exclude=[out])
+    with FolderLock(out, 'fsr-prepare', '-o'):
+        if osp.isfile(report_path) and not args.overwrite:  # finished by another run meanwhile
+            print(f'{out} is complete ({report_path} present); nothing to do (--overwrite to redo it).')
+            return dict(json.load(open(report_path)), status='complete')
+        return _run_recipe_locked(args, dataset, out, report_path, img_root, subsets, pool_names, counts, assign,
+                                  _fault)
+
+
+def _run_recipe_locked(args, dataset, out, report_path, img_root, subsets, pool_names, counts, assign, _fault):
+    from fsr_data.prepare import PrepareJob
     pool = osp.join(out, 'pool')
     job_args = _copy_args(args, output=pool, overwrite=False)
     job = PrepareJob(job_args, img_root, pool_names)
+    _check_outputs(out, job, args.overwrite)  # the pool run itself resumes: with --overwrite the pool goes here
     job.run(_fault=_fault)
     shutil.copyfile(osp.join(pool, 'skipped.tsv'), osp.join(out, 'skipped.tsv'))
     keys_by_source = {}
