@@ -14,7 +14,8 @@ No public code exists (the authors' repository is empty); this is built from the
   are put back at their pixels, which is GLAM's "reshapes F_global into the tensor size of the input feature" (a pure
   reshape, no learned layer).
 - :class:`TransformerBlock`: :class:`MHSA` (eq. 9-10, ``d = C / N_head``) and a two-layer MLP in the residual form of
-  eq. 11: ``F_g^n = H_mlp(F_weighted + F_g^{n-1}) + F_weighted + F_g^{n-1}``.
+  eq. 11: ``F_g^n = H_mlp(F_weighted + F_g^{n-1}) + F_weighted + F_g^{n-1}``, with ViT's pre-LayerNorms and output
+  projection (DEVIATION, below).
 - :class:`SMFN` (local representation path, eq. 17) of G = 10 :class:`SMFM` (Fig. 3, eq. 12-16), each with I = 10
   residual blocks (eq. 12), a calibration path (two 1x1 convs + sigmoid, eq. 13, times the input, eq. 14), a 1x1 fusion
   of ``[F_res, F_cal]`` (eq. 15) and the three-way sum ``F_res + F_fused + F_l^{g-1}`` (eq. 16).
@@ -41,16 +42,23 @@ no interpolation happens at the paper's sizes in training or testing. Another in
 interpolated to its grid (as ViT/DeiT at a new resolution), which the network never saw in training; a training run on
 such a grid warns once.
 
+DEVIATION, the Transformer block (as ViT): eq. 9-11 write ``Q, K, V = W_Q F, W_K F, W_V F`` on the block input,
+``F_weighted = softmax(Q K^T / sqrt(d)) V`` and ``F_g^n = H_mlp(F_weighted + F_g^{n-1}) + F_weighted + F_g^{n-1}``:
+no LayerNorm and no output projection. This build adds three parts of the ViT the paper says its Transformer follows
+("Enlightened by (Dosovitskiy et al. 2021), the proposed Transformers contains N repeated Transformer blocks, each
+[...] a multi-head self-attention module and a MLP block"): a LayerNorm before the MHSA and one before the MLP
+(pre-LN), the output projection ``W_O`` after the concatenated heads (:class:`MHSA`), and a final LayerNorm on the last
+block's tokens before they are reshaped (``global_norm=True``; ``False`` leaves it out). Reason: eq. 11's residual form
+is ViT's, and ViT's multi-head attention and block are defined with them; without any normalization the residual
+stream of the N blocks reaches GLAM's 1x1 conv at whatever scale the blocks leave. Only the final LayerNorm is an
+option; eq. 9-11 literally (no pre-LN, no ``W_O``) is not offered.
+
 Choices the paper leaves open (OPEN; a constructor argument where an alternative is offered, default first):
 
 - N and heads (``num_blocks=4``, ``num_heads=4``): the paper ablates N in its appendix only (not available). N = 4 is
   a shallow stack in keeping with the "resource-friendly" claim; 4 heads give d = C / N_head = 16 (eq. 10).
-- Transformer details not spelled out: pre-LayerNorm before MHSA and MLP and an output projection after the heads, as in
-  the ViT the paper follows ("Enlightened by (Dosovitskiy et al. 2021)"); MLP hidden width ``mlp_ratio`` * C with GELU
+- The MLP: "two fully connected layers" (eq. 11); hidden width ``mlp_ratio`` * C with GELU between them
   (``mlp_ratio=4``, ViT's). The position encoding starts from a truncated normal with std 0.02 (ViT).
-- Final LayerNorm of the global path (``global_norm=True``): a LayerNorm on the last block's tokens before they are
-  reshaped, as ViT's encoder ends with one; with pre-LN blocks the residual stream is otherwise never normalized, and
-  GLAM's 1x1 conv then receives it at whatever scale the N blocks leave. ``False`` leaves it out.
 - Sizes not divisible by 4 (e.g. CelebA x8: LR 27x22): the shallow feature is reflect-padded at the bottom/right to
   the next multiple of ``patch_size`` before tokenization and the global feature is cropped back, so every LR size
   works (in ``'window'`` mode the padded pixels are tokens of the border patches).
@@ -95,7 +103,7 @@ class MHSA(nn.Module):
         self.num_heads = num_heads
         self.use_sdpa = use_sdpa
         self.qkv = nn.Linear(dim, dim * 3)  # W_Q, W_K, W_V of eq. 9
-        self.proj = nn.Linear(dim, dim)
+        self.proj = nn.Linear(dim, dim)  # W_O: DEVIATION, not in eq. 10 (ViT's; see the module docstring)
 
     def forward(self, x):
         b, n, c = x.shape
@@ -110,9 +118,10 @@ class MHSA(nn.Module):
 
 
 class TransformerBlock(nn.Module):
-    """Transformer block with the residual form of eq. 11.
+    """Transformer block with the residual form of eq. 11 and ViT's pre-LayerNorms (DEVIATION: eq. 11 has none).
 
-    ``F_w = MHSA(LN(x))``; ``y = x + F_w``; ``out = MLP(LN(y)) + y`` (= ``H_mlp(F_w + F_g^{n-1}) + F_w + F_g^{n-1}``).
+    ``F_w = MHSA(LN(x))``; ``y = x + F_w``; ``out = MLP(LN(y)) + y`` (eq. 11 without the two LNs:
+    ``H_mlp(F_w + F_g^{n-1}) + F_w + F_g^{n-1}``).
 
     Args:
         dim (int): Token dimension C.
@@ -148,7 +157,7 @@ class GlobalPath(nn.Module):
             only; ``'window'`` mode encodes the 16 in-patch positions and ignores it).
         mlp_ratio (float): MLP hidden width / C.
         use_sdpa (bool): See :class:`MHSA`.
-        global_norm (bool): Final LayerNorm on the output tokens (OPEN; see the module docstring).
+        global_norm (bool): Final LayerNorm on the output tokens (DEVIATION, as ViT; see the module docstring).
     """
 
     def __init__(self,
@@ -292,7 +301,8 @@ class TANet(nn.Module):
             Default: (16, 16), FFHQ x4 whole faces (LR 64x64 / 4). Ignored in ``'window'`` mode.
         mlp_ratio (float): MLP hidden width / C. Default: 4 (ViT).
         use_sdpa (bool): Fused ``scaled_dot_product_attention`` in MHSA. Default: True.
-        global_norm (bool): Final LayerNorm of the global path. Default: True (OPEN; ViT's final norm).
+        global_norm (bool): Final LayerNorm of the global path. Default: True (DEVIATION: ViT's final norm, not in
+            eq. 9-11; see the module docstring).
         rb_init (str): Residual-block initialisation, ``'basicsr'`` (default: Kaiming x 0.1) or ``'pytorch'`` (OPEN).
         img_residual (bool): Add the bicubic-upsampled input to the output. A DEVIATION from eq. 8 (the paper has no
             image-level skip), off by default; the CPU demo options turn it on so that a few minutes of training start

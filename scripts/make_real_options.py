@@ -40,7 +40,7 @@ TRAIN_DEMO = """\
       jpeg_range: [40, 95]
 """
 VAL = """\
-    # the test faces degraded at the medium level, one fixed seed per face: the LR faces of
+    # the {} faces degraded at the medium level, one fixed seed per face: the LR faces of
     # fsr-degrade --level medium --seed 0 (fsr_data/degradations.py)
     degradation: {level: medium, seed: 0}
 """
@@ -64,7 +64,7 @@ DEMO_CHANGES = {
 def realize(text, src, train_block, header, schedule=None):
     """The real-degradation version of an option file's text (see the module docstring)."""
     lines = text.splitlines(keepends=True)
-    out, section = [], None
+    out, section, val_split = [], None, 'test'
     for line in lines:
         m = re.match(r'^  (\w+):\s*$', line)
         if m and out and any(x.startswith('datasets:') for x in out):
@@ -74,8 +74,10 @@ def realize(text, src, train_block, header, schedule=None):
         if line.startswith('name: '):
             # TANet_x4_CelebA -> TANet_real_x4_CelebA, TANet_demo_x4 -> TANet_real_demo_x4
             line = re.sub(r'^name: ([A-Za-z0-9-]+?)_((demo_)?x\d)', r'name: \1_real_\2', line)
+        if section == 'val' and line.lstrip().startswith('dataroot_gt:') and '/val/' in line:
+            val_split = 'validation'
         if section is not None and line.lstrip().startswith('dataroot_lq:'):
-            line = train_block if section == 'train' else VAL
+            line = train_block if section == 'train' else VAL.replace("{}", val_split, 1)
         out.append(line)
     body = ''.join(out)
     for key, (before, after) in (schedule or {}).items():

@@ -1,4 +1,5 @@
-"""Issue 15.3: the paper's total batch and epoch schedule survive the number of GPUs (DDP and DataParallel).
+"""Issue 15.3: the option files' total batch (the paper's where it gives one) and epoch schedule survive the number of
+GPUs (DDP and DataParallel).
 
 The expected numbers are the papers' rule written out in plain arithmetic: one epoch is ``floor(N / total batch)``
 optimizer steps (BasicSR's train loader drops the last incomplete batch), and "halved every E epochs" is a halving
@@ -59,7 +60,8 @@ def test_total_batch_is_split_by_the_world_size():
     'paper, num_images, total, gpus, every, epochs',
     [
         ('LAAT', 177000, 32, 2, 20, 100),  # batch 32 on 2 GPUs, halved every 20 epochs, 100 epochs
-        ('TANet FFHQ', 3800, 16, 2, 60, None),  # total 16 on 2 GPUs, halved every 60 epochs
+        # 2 GPUs, halved every 60 epochs (the paper); the total 16 is the option files' choice (the paper gives none)
+        ('TANet FFHQ', 3800, 16, 2, 60, None),
         ('LAAT on 4 GPUs', 177000, 32, 4, 20, 100),
     ])
 def test_epoch_schedule_in_iterations(paper, num_images, total, gpus, every, epochs):

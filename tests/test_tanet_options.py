@@ -21,6 +21,7 @@ import yaml
 from helpers import REPO_ROOT, make_face_dataset, run_command, subprocess_env, write_opt
 
 from fsr_arch.tanet_arch import TANet
+from fsr_data.recipes import RECIPES
 
 # this task's files: {train,test}_tanet[_ffhq]_x{4,8}[_global].yml (other *tanet* files, e.g. generated variants, are
 # tested with their own generators)
@@ -92,8 +93,15 @@ def test_option_file_builds_at_the_paper_size(path):
         assert optim['type'] == 'Adam' and optim['lr'] == 2e-4 and optim['betas'] == [0.9, 0.999]
         assert optim['eps'] == 1e-8 and opt['train']['pixel_opt']['type'] == 'L1Loss'
         assert ds['use_rot'] and ds['use_hflip'] and ds['rot_mode'] == 'rot90'
-        assert ds['total_batch_size'] == 16 and 'batch_size_per_gpu' not in ds  # halved every 60 epochs (paper)
+        # the paper gives no batch size: 16 in total is the files' choice; halved every 60 epochs is the paper's
+        assert ds['total_batch_size'] == 16 and 'batch_size_per_gpu' not in ds
         assert sched['gamma'] == 0.5 and sched['milestones_epochs'] == [60, 120, 180, 240]
+        # validation on the paper's 100 validation faces: the val/ split the tanet-* recipe writes
+        val, name = opt['datasets']['val'], dataset_of(opt)
+        assert val['dataroot_gt'] == f'datasets/{name}/val/hr.lmdb' and val['name'] == f'{name}_val'
+        assert val['dataroot_lq'] == f'datasets/{name}/val/lr_x{s}.lmdb'
+        recipe = RECIPES['tanet-ffhq' if name == 'FFHQ' else 'tanet-celeba']
+        assert [d['counts'] for d in recipe['datasets'].values()] == [{'train': 3800, 'val': 100, 'test': 100}]
     else:
         assert opt['val']['suffix'] is None
 
