@@ -264,7 +264,6 @@ def load_network(args):
     from fsr_tools.infer_io import InferError
     from fsr_tools.infer_net import build_network, load_options, load_weights, network_spec, read_checkpoint
     from fsr_utils import plugin
-    from fsr_utils.safety import check_finite_state_dict
     plugin.load()
     try:
         opt = load_options(args.opt) if args.opt else None
@@ -274,11 +273,7 @@ def load_network(args):
             net = build_network(spec)
             return net.float().eval(), spec, opt, 'RANDOM (--random-init, seed 0): for testing the export path only'
         key = args.param_key or spec['param_key']
-        state, used = read_checkpoint(args.weights, key)
-        try:
-            check_finite_state_dict(state, f'--weights {args.weights} ({used})')
-        except ValueError as e:
-            raise UsageError(str(e))
+        state, used = read_checkpoint(args.weights, key)  # refuses NaN/Inf weights (check_finite_state_dict)
         net = build_network(spec)
         try:
             net.load_state_dict(state, strict=True)

@@ -240,11 +240,17 @@ def test_existing_output_is_never_overwritten_without_force(cases, tmp_path, cap
     assert out.read_bytes() == b'keep me'
     assert export(['--opt', opt, '--weights', ckpt_path, '-o', out, '--hr-size', 32, '--force'], capsys)[0] == 0
     onnx.checker.check_model(onnx.load(str(out)))
-    # only .onnx files are written (no --force can replace a checkpoint or an options file)
-    status, io = export(['--opt', opt, '--weights', ckpt_path, '-o', ckpt_path, '--force'], capsys)
-    assert status == 2 and '-o' in io.err
-    assert torch.load(ckpt_path, weights_only=True)['params']
-    assert sorted(os.listdir(tmp_path)) == ['model.onnx']  # no temporary file left
+    # only .onnx files are written: --force replaces no other file, and never an input
+    notes = tmp_path / 'notes.txt'
+    notes.write_text('keep')
+    status, io = export(['--opt', opt, '--weights', ckpt_path, '-o', notes, '--force'], capsys)
+    assert status == 2 and '.onnx' in io.err and notes.read_text() == 'keep'
+    ckpt_onnx = tmp_path / 'ckpt.onnx'
+    ckpt_onnx.write_bytes(open(ckpt_path, 'rb').read())
+    status, io = export(['--opt', opt, '--weights', ckpt_onnx, '-o', ckpt_onnx, '--force'], capsys)
+    assert status == 2 and 'is the input given by --weights' in io.err
+    assert torch.load(ckpt_onnx, weights_only=True)['params']
+    assert sorted(os.listdir(tmp_path)) == ['ckpt.onnx', 'model.onnx', 'notes.txt']  # no temporary file left
 
 
 def test_nan_weights_are_refused(cases, tmp_path, capsys):
