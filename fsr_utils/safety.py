@@ -71,8 +71,9 @@ def check_number(name, value, minimum=None, maximum=None, min_open=False, max_op
     low_bad = minimum is not None and (value <= minimum if min_open else value < minimum)
     high_bad = maximum is not None and (value >= maximum if max_open else value > maximum)
     if low_bad or high_bad:
-        raise UsageError(f'{name} must be {what} in {_range_text(minimum, maximum, min_open, max_open)}, '
-                         f'not {value!r}.')
+        where = _range_text(minimum, maximum, min_open, max_open)
+        where = f'in {where}' if minimum is not None and maximum is not None else where
+        raise UsageError(f'{name} must be {what} {where}, not {value!r}.')
     return value
 
 

@@ -141,3 +141,10 @@ def test_atomic_write_gives_the_mode_of_a_plain_write(tmp_path):
     plain.write_bytes(b'x')
     safety.atomic_write_bytes(str(tmp_path / 'atomic'), b'x')
     assert (tmp_path / 'atomic').stat().st_mode == plain.stat().st_mode
+
+
+def test_range_wording():
+    with pytest.raises(UsageError, match=r'^--n must be an integer >= 1, not 0\.$'):
+        safety.check_number('--n', 0, minimum=1, integer=True)
+    with pytest.raises(UsageError, match=r'^--f must be a number in \(0, 1\], not 2\.$'):
+        safety.check_number('--f', 2, minimum=0, maximum=1, min_open=True)
