@@ -303,7 +303,8 @@ def colour_lut(gain, exposure, contrast, gamma):
 
 
 def synth_chunk(chunk):
-    """Faces ``chunk * CHUNK`` .. of the set: ({lmdb name: [encoded bytes]}, [manifest entry], {stage: seconds})."""
+    """Faces ``chunk * CHUNK`` .. of the set: ({lmdb name: [encoded bytes]}, [manifest entry], {stage: (wall, CPU)
+    seconds})."""
     import cv2
     import numpy as np
 
@@ -315,7 +316,7 @@ def synth_chunk(chunk):
     n = min(CHUNK, o['n'] - first)
     rng = np.random.default_rng([o['seed'], chunk])
     d = draw_jitter(rng, n, len(sources))
-    t0 = time.perf_counter()
+    clock = [(time.perf_counter(), time.process_time())]
     hr = np.empty((n, h, w, 3), np.uint8)
     labels = np.empty((n, h, w), np.uint8)
     entries = []
@@ -359,21 +360,24 @@ def synth_chunk(chunk):
                     exposure=round(float(d['exposure'][i]), 5),
                     contrast=round(float(d['contrast'][i]), 5),
                     gamma=round(float(d['gamma'][i]), 5))))
-    t1 = time.perf_counter()
+    clock.append((time.perf_counter(), time.process_time()))
     lrs = {}
     for s in o['scales']:
         lrs[s] = matlab_lr_batch(hr, s) if o['batch_lr'] else np.stack([make_lr(x, s) for x in hr])
-    t2 = time.perf_counter()
+    clock.append((time.perf_counter(), time.process_time()))
     fmt, level = o['image_format'], 1
     out = {'hr': [encode_image(x, fmt, level) for x in hr]}
     for s in o['scales']:
         out[f'lr_x{s}'] = [encode_image(x, fmt, level) for x in lrs[s]]
     out['parsing'] = [encode_image(x, 'png', level) for x in labels]
-    t3 = time.perf_counter()
+    clock.append((time.perf_counter(), time.process_time()))
     shapes = {'hr': [h, w, 3], 'parsing': [h, w, 1], **{f'lr_x{s}': [h // s, w // s, 3] for s in o['scales']}}
     for e in entries:
         e['shapes'] = shapes
-    return out, entries, {'synthesis': t1 - t0, 'lr': t2 - t1, 'encode': t3 - t2}
+    times = {}
+    for stage, (a, b) in zip(('synthesis', 'lr', 'encode'), zip(clock, clock[1:])):
+        times[stage] = (b[0] - a[0], b[1] - a[1])  # (wall, CPU) seconds
+    return out, entries, times
 
 
 # ------------------------------------------------------------------------------------------------------------- writing
@@ -438,7 +442,7 @@ def _make(args, t_start):
     if not batch_lr:
         print('warning: the batched MATLAB bicubic differs from make_lr on this machine: using make_lr face by face '
               '(exact, slower)')
-    t_setup = time.perf_counter() - t_start
+    t_setup, cpu_setup = time.perf_counter() - t_start, cpu_seconds()
     opts = dict(
         n=args.n,
         seed=args.seed,
@@ -465,21 +469,22 @@ def _make(args, t_start):
         seed=args.seed,
         n=args.n,
         jitter=JITTER)
-    stages = {'synthesis': 0.0, 'lr': 0.0, 'encode': 0.0, 'write': 0.0}
+    stages = {k: [0.0, 0.0] for k in ('synthesis', 'lr', 'encode', 'write')}  # [wall, CPU] seconds, summed
     n_chunks = math.ceil(args.n / CHUNK)
     done, last_print, committed = 0, time.perf_counter(), False
     t_gen = time.perf_counter()
     try:
         for bufs, entries, times in _chunks(n_chunks, args.workers, sources, opts):
-            tw = time.perf_counter()
+            tw = (time.perf_counter(), time.process_time())
             for name in names:
                 for e, buf in zip(entries, bufs[name]):
                     writers[name].put_encoded(e['key'], buf)
                 writers[name].commit()
             manifest.write(''.join(json.dumps(dict(e, options=manifest_opts)) + '\n' for e in entries))
-            stages['write'] += time.perf_counter() - tw
-            for k, v in times.items():
-                stages[k] += v
+            times['write'] = (time.perf_counter() - tw[0], time.process_time() - tw[1])
+            for k, (wall, cpu) in times.items():
+                stages[k][0] += wall
+                stages[k][1] += cpu
             done += len(entries)
             if not args.quiet and (time.perf_counter() - last_print > 10 or done == args.n):
                 el = time.perf_counter() - t_gen
@@ -519,8 +524,14 @@ def _make(args, t_start):
             total=round(total, 2),
             setup=round(t_setup, 2),
             generate_and_write=round(t_gen, 2),
-            **{
-                f'{k}_cpu_sum': round(v, 2)
+            cpu_total=round(cpu_seconds(), 2),
+            cpu_setup=round(cpu_setup, 2),
+            stages_wall_sum={
+                k: round(v[0], 2)
+                for k, v in stages.items()
+            },
+            stages_cpu_sum={
+                k: round(v[1], 2)
                 for k, v in stages.items()
             }),
         bytes=dict(sizes, manifest=os.path.getsize(osp.join(out, 'manifest.jsonl'))),
@@ -536,6 +547,13 @@ def _make(args, t_start):
         print(f'make_scale_set: {args.n} faces in {out} ({", ".join(n + ".lmdb" for n in names)}), {mb:.1f} MB, '
               f'{total:.1f} s ({t_setup:.1f} s setup, {t_gen:.1f} s generating and writing)')
     return summary
+
+
+def cpu_seconds():
+    """CPU seconds (user + system) of this process and of its finished child processes (the workers)."""
+    import resource
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def argv_for_summary(args):
