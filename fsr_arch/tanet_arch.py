@@ -61,7 +61,12 @@ Choices the paper leaves open (OPEN; a constructor argument where an alternative
   (``mlp_ratio=4``, ViT's). The position encoding starts from a truncated normal with std 0.02 (ViT).
 - Sizes not divisible by 4 (e.g. CelebA x8: LR 27x22): the shallow feature is reflect-padded at the bottom/right to
   the next multiple of ``patch_size`` before tokenization and the global feature is cropped back, so every LR size
-  works (in ``'window'`` mode the padded pixels are tokens of the border patches).
+  works (in ``'window'`` mode the padded pixels are tokens of the border patches). The CelebA window files train on
+  square crops whose padding differs from the test faces' (x4: 44x44 LR crops, none; 54x44 test faces, the last token
+  row half padded); measured not to matter (``scripts/measure_tanet_padding.py``, demo-size networks on the demo
+  faces, in the 8 HR rows of a half-padded token row): the global path given the real tokens instead of the padded
+  ones scores +0.02 dB there (3 test faces, rows and columns) and -0.03 dB (40 training faces), and a network trained
+  on crops padded like the test faces does no better there (-0.14 / -0.02 dB).
 - Residual blocks (Fig. 3 B, not detailed in the text): conv3x3-ReLU-conv3x3 + identity without BN (EDSR / SISN's RB,
   which the paper follows for G and I), BasicSR's ``ResidualBlockNoBN``. Its initialisation (``rb_init``):
   ``'basicsr'`` (default): Kaiming-normal weights scaled by 0.1 and zero biases, so each of the 100 stacked blocks

@@ -177,3 +177,39 @@ def test_img_residual_option_starts_from_bicubic():
     assert torch.allclose(net(x), upsample_to(x, scale=4), atol=1e-6)
     net.img_residual = False
     assert net(x).abs().max() == 0
+
+
+def _padding_script():
+    import importlib.util
+    path = os.path.join(
+        os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'scripts', 'measure_tanet_padding.py')
+    spec = importlib.util.spec_from_file_location('measure_tanet_padding', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_padding_measurement_changes_only_the_padded_rows(tmp_path, capsys):
+    """scripts/measure_tanet_padding.py: its forward is TANet's, and giving the global path the real rows in place of
+    the padded ones changes the output only near the half-padded last token row (LR rows 28-29 of 30)."""
+    import yaml
+    script = _padding_script()
+    torch.manual_seed(0)
+    net = TANet(upscale=4, **TINY_CONFIG, img_residual=True).eval()
+    full = torch.rand(1, 3, 32, 32)
+    lr = full[:, :, :30]
+    with torch.no_grad():
+        out = net(lr)
+    torch.testing.assert_close(script.forward(net, lr), out)
+    per_row = (script.forward(net, lr, full) - out).abs().amax(dim=(0, 1, 3))  # (120,) HR rows
+    # LR rows 28-29 reach HR rows >= 105 through the upscale module's 3x3 convs (1 LR row, 1 half-size row, 1 HR row)
+    assert per_row[:100].max() < 1e-6 and per_row[112:].min() > 0
+    # the whole script on a tiny network and dataset: one line per split, 2 faces x (rows, columns)
+    opt = tmp_path / 'net.yml'
+    opt.write_text(yaml.safe_dump({'network_g': {'type': 'TANet', 'upscale': 4, **TINY_CONFIG, 'img_residual': True}}))
+    torch.save({'params': net.state_dict()}, tmp_path / 'net.pth')
+    for split in ('train', 'test'):
+        make_face_dataset(tmp_path / 'data' / split, num=2, hr_size=(128, 128), scales=(4, ))
+    assert script.main([str(tmp_path / 'net.pth'), '--options', str(opt), '--data', str(tmp_path / 'data')]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 and all('(4 crops): band' in line for line in lines), lines
