@@ -115,6 +115,7 @@ class WNetModel(FSRModel):
         loss_dict['l_total'] = l_total
 
         l_total.backward()
+        self.check_finite_loss(current_iter, l_total, loss_dict)
         self.optimizer_g.step()
         self.log_dict = self.reduce_loss_dict(loss_dict)
         if self.ema_decay > 0:
