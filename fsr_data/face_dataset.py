@@ -62,6 +62,8 @@ from torch.nn import functional as F
 from torch.utils import data as data
 from torchvision.transforms.functional import normalize
 
+from fsr_utils.compat import check_pair_size, check_set_sizes
+
 NUM_PARSING_CLASSES = 19
 PARSING_LABELS = ('background', 'skin', 'l_brow', 'r_brow', 'l_eye', 'r_eye', 'eye_g', 'l_ear', 'r_ear', 'ear_r',
                   'nose', 'mouth', 'u_lip', 'l_lip', 'neck', 'neck_l', 'cloth', 'hair', 'hat')
@@ -155,9 +157,12 @@ class SharedLmdbClient:
         for client_key, path in zip(client_keys, db_paths):
             entry = _LMDB_ENVS.get(self.keys[client_key])
             if entry is None:
-                entry = _LMDB_ENVS[self.keys[client_key]] = [
-                    lmdb.open(path, readonly=True, lock=False, readahead=False), 0
-                ]
+                try:
+                    env = lmdb.open(path, readonly=True, lock=False, readahead=False)
+                except lmdb.Error as exc:
+                    raise ValueError(f'{path} cannot be opened as an LMDB ({type(exc).__name__}: {exc}): its data.mdb '
+                                     'is damaged or not an LMDB.') from None
+                entry = _LMDB_ENVS[self.keys[client_key]] = [env, 0]
             entry[1] += 1
             self.envs[client_key] = entry[0]
 
@@ -227,6 +232,7 @@ class FSRFaceDataset(data.Dataset):
                 self._check_lmdb(folder)
             self.io_backend_opt['db_paths'] = folders
             self.io_backend_opt['client_keys'] = ['lq', 'gt', 'parsing'][:len(folders)]
+            self._check_same_keys()
             self.paths = paired_paths_from_lmdb([self.lq_folder, self.gt_folder], ['lq', 'gt'])
             if self.need_parsing:
                 with open(osp.join(self.parsing_folder, 'meta_info.txt')) as fin:
@@ -253,6 +259,23 @@ class FSRFaceDataset(data.Dataset):
         if self.backend == 'lmdb' and self.need_parsing:
             for p in self.paths:
                 p['parsing_path'] = p['gt_path']
+        if self.degradation is None:  # every LMDB pair (from meta_info.txt) or the first pair of folders, before work
+            check_set_sizes(self.paths, self.scale, self.lq_folder, self.gt_folder, self.backend == 'lmdb')
+
+    def _check_same_keys(self):
+        """The LR and HR LMDBs list the same faces (BasicSR's own message names neither LMDB)."""
+        keys = []
+        for folder in (self.lq_folder, self.gt_folder):
+            with open(osp.join(folder, 'meta_info.txt')) as fin:
+                keys.append({line.split('.')[0] for line in fin if line.strip()})
+            if not keys[-1]:
+                raise ValueError(f'{osp.join(folder, "meta_info.txt")} lists no face: {folder} is empty or was not '
+                                 'finished by fsr-prepare.')
+        if keys[0] != keys[1]:
+            only_lq, only_gt = sorted(keys[0] - keys[1]), sorted(keys[1] - keys[0])
+            raise ValueError(f'{self.lq_folder} and {self.gt_folder} list different faces ({len(only_lq)} only in the '
+                             f'LR LMDB, e.g. {only_lq[:3]}; {len(only_gt)} only in the HR LMDB, e.g. {only_gt[:3]}): '
+                             'dataroot_lq and dataroot_gt must come from the same dataset folder.')
 
     @staticmethod
     def _check_lmdb(folder):
@@ -283,25 +306,37 @@ class FSRFaceDataset(data.Dataset):
     def _decode(self, buf, path, client_key, flag=cv2.IMREAD_COLOR):
         img = cv2.imdecode(np.frombuffer(buf, np.uint8), flag)
         if img is None:
-            where = f'key {path!r} of {self._db_of(client_key)}' if self.backend == 'lmdb' else f'file {path}'
-            raise ValueError(f'Cannot decode the {client_key} image of {where} (corrupt or not an image): regenerate '
-                             'it with fsr-prepare or remove it from the dataset.')
+            raise ValueError(f'Cannot decode the {client_key} image of {self._where(path, client_key)} (corrupt or not '
+                             'an image): regenerate it with fsr-prepare or remove it from the dataset.')
         return img
 
     def _db_of(self, client_key):
         return dict(zip(self.io_backend_opt['client_keys'], self.io_backend_opt['db_paths']))[client_key]
 
+    def _where(self, path, client_key):
+        """``key K of X.lmdb`` or ``file F``: where an image of ``client_key`` comes from, for messages."""
+        if self.backend == 'lmdb':
+            return f'key {path!r} of {self._db_of(client_key)}'
+        return f'file {path}'
+
+    def _source(self, client_key):
+        """The LMDB or folder a ``client_key`` is read from (the HR one for LR faces made by ``degradation``)."""
+        if self.backend == 'lmdb':
+            return self._db_of(client_key)
+        return {'lq': self.lq_folder, 'gt': self.gt_folder, 'parsing': self.parsing_folder}[client_key]
+
     # transforms
     def _random_crop(self, img_gt, img_lq, parsing, gt_path):
         scale = self.scale
         h_lq, w_lq = img_lq.shape[:2]
-        h_gt, w_gt = img_gt.shape[:2]
-        if h_gt != h_lq * scale or w_gt != w_lq * scale:
-            raise ValueError(f'Scale mismatch for {gt_path}: GT ({h_gt}, {w_gt}) is not {scale}x LQ ({h_lq}, {w_lq}).')
+        # the HR face is mod-cropped to LR x scale (check_pair_size allowed HR sizes that are not multiples of scale)
+        img_gt = img_gt[:h_lq * scale, :w_lq * scale]
+        if parsing is not None:
+            parsing = parsing[:h_lq * scale, :w_lq * scale]
         ph, pw = self.gt_hw[0] // scale, self.gt_hw[1] // scale
         if h_lq < ph or w_lq < pw:
-            raise ValueError(f'LQ ({h_lq}, {w_lq}) of {gt_path} is smaller than the patch ({ph}, {pw}) that gt_size '
-                             f'{self.opt["gt_size"]} asks for: lower gt_size or remove the image.')
+            raise ValueError(f'LR ({h_lq}, {w_lq}) of {self._where(gt_path, "lq")} is smaller than the patch ({ph}, '
+                             f'{pw}) that gt_size {self.opt["gt_size"]} asks for: lower gt_size or remove the image.')
         # same draws as basicsr.data.transforms.paired_random_crop
         top = random.randint(0, h_lq - ph)
         left = random.randint(0, w_lq - pw)
@@ -384,13 +419,17 @@ class FSRFaceDataset(data.Dataset):
             p_path = self.paths[index]['parsing_path']
             parsing = self._decode(self._get_bytes(p_path, 'parsing'), p_path, 'parsing', cv2.IMREAD_GRAYSCALE)
             if parsing.shape != img_gt.shape[:2]:
-                raise ValueError(f'Parsing map {p_path} has size {parsing.shape}, its HR image {img_gt.shape[:2]}.')
+                raise ValueError(f'The parsing map ({self._where(p_path, "parsing")}) has size {parsing.shape}, its '
+                                 f'HR image ({self._where(gt_path, "gt")}) {img_gt.shape[:2]}: dataroot_parsing '
+                                 'belongs to another dataset or another HR size.')
             if parsing.max() >= NUM_PARSING_CLASSES:
-                raise ValueError(
-                    f'Parsing map {p_path} has label {parsing.max()} >= {NUM_PARSING_CLASSES}: it is not a '
-                    'CelebAMask-HQ label map (0..18).')
+                raise ValueError(f'The parsing map ({self._where(p_path, "parsing")}) has label {parsing.max()} >= '
+                                 f'{NUM_PARSING_CLASSES}: it is not a CelebAMask-HQ label map (0..18).')
         if self.degradation is not None:
             img_gt, img_lq = self._degrade(img_gt, gt_path)
+        else:  # every read, every phase: a wrong-scale LR set is refused, never cropped and scored
+            key = f'key {lq_path}' if self.backend == 'lmdb' else osp.basename(lq_path)
+            check_pair_size(img_lq.shape, img_gt.shape, scale, key, self._source('lq'), self._source('gt'))
 
         if self.phase == 'train':
             if self.gt_hw is not None:
