@@ -200,3 +200,48 @@ def test_train_and_val_datasets_share_one_lmdb(tmp_path):
     batch = next(iter(loader))
     assert batch['gt'].shape == (3, 3, 32, 32)
     assert np.array_equal(tensor2img(batch['gt'][0]), hr[sorted(hr)[0]])
+
+
+def test_every_lmdb_error_names_the_lmdb(tmp_path):
+    """Issue 23: an LMDB problem names the LMDB (the key alone says nothing when several datasets are in use)."""
+    paths, hr, lr, par = _make_data(str(tmp_path))
+    # LR and HR LMDBs of different faces (BasicSR's own message named neither)
+    other = write_lmdb(str(tmp_path / 'other_lr.lmdb'), {k: v for k, v in list(lr.items())[:2]})
+    with pytest.raises(ValueError, match=r'other_lr\.lmdb and .*hr\.lmdb list different faces .*face002'):
+        FSRFaceDataset(_opt(paths, dataroot_lq=other))
+    # an empty meta_info.txt
+    empty = write_lmdb(str(tmp_path / 'empty.lmdb'), {'face000': lr['face000']})
+    open(os.path.join(empty, 'meta_info.txt'), 'w').close()
+    with pytest.raises(ValueError, match=r'empty\.lmdb/meta_info\.txt lists no face'):
+        FSRFaceDataset(_opt(paths, dataroot_lq=empty))
+    # a parsing map of another size and one with labels outside 0..18
+    small = write_lmdb(str(tmp_path / 'small_parsing.lmdb'), {k: v[:16, :16] for k, v in par.items()}, fmt='png')
+    with pytest.raises(ValueError, match=r"parsing map \(key 'face000' of \S*small_parsing\.lmdb\) has size"):
+        FSRFaceDataset(_opt(paths, dataroot_parsing=small, return_parsing=True, phase='val'))[0]
+    wild = write_lmdb(str(tmp_path / 'wild_parsing.lmdb'), {k: v + 100 for k, v in par.items()}, fmt='png')
+    with pytest.raises(ValueError, match=r"key 'face000' of \S*wild_parsing\.lmdb\) has label"):
+        FSRFaceDataset(_opt(paths, dataroot_parsing=wild, return_parsing=True, phase='val'))[0]
+    # a data.mdb that is not an LMDB
+    broken = str(tmp_path / 'broken_lr.lmdb')
+    os.makedirs(broken)
+    with open(os.path.join(broken, 'data.mdb'), 'wb') as f:
+        f.write(b'not an lmdb' * 1000)
+    with open(os.path.join(paths[f'lr_x{SCALE}.lmdb'], 'meta_info.txt')) as src:
+        open(os.path.join(broken, 'meta_info.txt'), 'w').write(src.read())
+    with pytest.raises(ValueError, match=r'broken_lr\.lmdb cannot be opened as an LMDB'):
+        FSRFaceDataset(_opt(paths, dataroot_lq=broken))[0]
+
+
+@pytest.mark.parametrize('phase', ['train', 'val'])
+def test_wrong_scale_lr_is_refused_in_every_phase(tmp_path, phase):
+    """Issue 23: an x8 LR set under scale 4 is refused when the dataset is built (LMDB: every pair from meta_info.txt),
+    in training and validation alike (validation used to crop the HR face to its top-left corner)."""
+    from fsr_utils.compat import PairSizeError
+    paths, hr, lr, par = _make_data(str(tmp_path))
+    x8_faces = {k: cv2.resize(v, (4, 4), interpolation=cv2.INTER_AREA) for k, v in hr.items()}
+    x8 = write_lmdb(str(tmp_path / 'lr_x8.lmdb'), x8_faces)
+    with pytest.raises(
+            PairSizeError,
+            match=r'key face000: LR 4x4 in \S*lr_x8\.lmdb x scale 4 != HR 32x32 in '
+            r'\S*hr\.lmdb \(an x8 pair\).*lr_x4'):
+        FSRFaceDataset(_opt(paths, dataroot_lq=x8, phase=phase, gt_size=16 if phase == 'train' else None))

@@ -1,4 +1,5 @@
-"""Every option file in options/ parses the BasicSR way, names registered classes and builds its networks."""
+"""Every option file in options/ parses the BasicSR way, names registered classes, builds its networks, passes the
+number checks of fsr-train/fsr-test and takes the documented --force_yml overrides (docs/REPRODUCE.md)."""
 import glob
 import os
 import pytest
@@ -51,3 +52,23 @@ def test_option_file_builds(path):
             assert sum(p.numel() for p in net.parameters()) > 0
             if key == 'network_g' and 'upscale' in net_opt:
                 assert net_opt['upscale'] == opt['scale'], 'network_g:upscale must equal scale'
+
+
+# The overrides docs/REPRODUCE.md ran every training file with (section "Checked"), plus the TANet/W-Net gt_size.
+REPRODUCE_OVERRIDES = ('num_gpu=0 datasets:train:num_worker_per_gpu=0 datasets:train:batch_size_per_gpu=1 '
+                       'train:total_iter=2 val:val_freq=2 logger:print_freq=1 logger:save_checkpoint_freq=2 '
+                       'logger:use_tb_logger=false datasets:train:gt_size=64').split()
+
+
+@pytest.mark.parametrize('path', OPTION_FILES, ids=lambda p: os.path.relpath(p, os.path.join(REPO_ROOT, 'options')))
+def test_option_file_numbers_and_documented_overrides_pass_the_checks(path):
+    """fsr-train/fsr-test check every number and every --force_yml key (issue 23): the shipped files and the
+    documented overrides must pass (a check that refused them would be wrong, not the file)."""
+    from fsr_utils import compat, plugin
+    plugin.load()
+    opt = _load(path)
+    opt['_opt_file'] = path
+    is_train = os.path.basename(path).startswith('train_')
+    compat.check_numbers(opt, is_train)
+    if is_train:
+        assert compat.check_force_yml(_load(path), REPRODUCE_OVERRIDES, path) == REPRODUCE_OVERRIDES
