@@ -62,6 +62,7 @@ from torch.nn import functional as F
 from torch.utils import data as data
 from torchvision.transforms.functional import normalize
 
+from fsr_data.lmdb_io import LmdbDamagedError, rebuild_advice
 from fsr_utils.compat import check_pair_size, check_set_sizes
 
 NUM_PARSING_CLASSES = 19
@@ -141,6 +142,17 @@ def _to_hw(size, name):
 _LMDB_ENVS = {}
 
 
+def _check_complete(env, path):
+    """Close ``env`` and raise when its ``data.mdb`` is shorter than its pages: LMDB maps the file into memory, and
+    reading a page past the end of a truncated file kills the process with a bus error (no exception)."""
+    data = osp.join(path, 'data.mdb')
+    need = (env.info()['last_pgno'] + 1) * env.stat()['psize']
+    size = os.path.getsize(data)
+    if size < need:
+        env.close()
+        raise LmdbDamagedError(f'{data} is truncated ({size} bytes, its pages need {need}); {rebuild_advice(path)}.')
+
+
 class SharedLmdbClient:
     """``get(key, client_key)`` of BasicSR's ``FileClient('lmdb')``, one read-only environment per LMDB and process.
 
@@ -161,7 +173,8 @@ class SharedLmdbClient:
                     env = lmdb.open(path, readonly=True, lock=False, readahead=False)
                 except lmdb.Error as exc:
                     raise ValueError(f'{path} cannot be opened as an LMDB ({type(exc).__name__}: {exc}): its data.mdb '
-                                     'is damaged or not an LMDB.') from None
+                                     f'is damaged or not an LMDB; {rebuild_advice(path)}.') from None
+                _check_complete(env, path)
                 entry = _LMDB_ENVS[self.keys[client_key]] = [env, 0]
             entry[1] += 1
             self.envs[client_key] = entry[0]
@@ -241,7 +254,9 @@ class FSRFaceDataset(data.Dataset):
                 if missing:
                     raise KeyError(f'{len(missing)} keys of {self.gt_folder} are not in {self.parsing_folder} '
                                    f'(e.g. {missing[:3]}): the parsing LMDB belongs to another dataset or was written '
-                                   'with fewer faces; rerun fsr-prepare with --parsing on this dataset folder.')
+                                   'with fewer faces. If the folder was made with --parsing, rerun that fsr-prepare '
+                                   'command (it repairs missing faces); if it was made with --parsing none, rerun '
+                                   'fsr-prepare with --parsing landmarks|bisenet and --overwrite.')
         else:
             for folder in [self.lq_folder, self.gt_folder] + ([self.parsing_folder] if self.need_parsing else []):
                 if not osp.isdir(folder):
@@ -282,10 +297,13 @@ class FSRFaceDataset(data.Dataset):
         if not folder.endswith('.lmdb'):
             raise ValueError(f'FSRFaceDataset with io_backend lmdb needs *.lmdb folders, got {folder} '
                              '(use io_backend: {type: disk} for image folders).')
+        if not osp.isdir(folder):
+            raise FileNotFoundError(f'LMDB folder {folder} does not exist: check the dataroot_* path, or prepare the '
+                                    'data with fsr-prepare.')
         for name in ('data.mdb', 'meta_info.txt'):
             if not osp.isfile(osp.join(folder, name)):
-                raise FileNotFoundError(f'{osp.join(folder, name)} does not exist: {folder} is not a complete LMDB '
-                                        'written by fsr-prepare (rerun fsr-prepare on the dataset folder; it resumes).')
+                raise FileNotFoundError(f'{osp.join(folder, name)} does not exist: {folder} is not a complete LMDB; '
+                                        f'{rebuild_advice(folder)}.')
 
     # reading
     def _get_bytes(self, path, client_key):
@@ -294,8 +312,7 @@ class FSRFaceDataset(data.Dataset):
             if buf is None:
                 db = dict(zip(self.io_backend_opt['client_keys'], self.io_backend_opt['db_paths']))[client_key]
                 raise KeyError(f'Key {path!r} is listed in {db}/meta_info.txt but missing from {db}/data.mdb: the LMDB '
-                               'is incomplete or its meta_info.txt belongs to another LMDB. Rerun fsr-prepare on the '
-                               'dataset folder (it resumes and completes missing entries).')
+                               f'is incomplete or its meta_info.txt belongs to another LMDB; {rebuild_advice(db)}.')
             return buf
         try:
             return self.file_client.get(path, client_key)
@@ -306,8 +323,11 @@ class FSRFaceDataset(data.Dataset):
     def _decode(self, buf, path, client_key, flag=cv2.IMREAD_COLOR):
         img = cv2.imdecode(np.frombuffer(buf, np.uint8), flag)
         if img is None:
+            advice = (
+                rebuild_advice(self._db_of(client_key), bad_value=True)
+                if self.backend == 'lmdb' else 'replace the file or remove it from the dataset')
             raise ValueError(f'Cannot decode the {client_key} image of {self._where(path, client_key)} (corrupt or not '
-                             'an image): regenerate it with fsr-prepare or remove it from the dataset.')
+                             f'an image): {advice}, or remove the face from meta_info.txt.')
         return img
 
     def _db_of(self, client_key):

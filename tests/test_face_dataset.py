@@ -166,8 +166,8 @@ def test_missing_key_and_corrupt_image_errors(tmp_path):
     env.close()
     ds = FSRFaceDataset(_opt(paths))
     ds[0]
-    with pytest.raises(KeyError, match=r"face001.*hr\.lmdb.*fsr-prepare"):
-        ds[1]
+    with pytest.raises(KeyError, match=r"face001.*hr\.lmdb.*rebuild it with the tool that wrote it"):
+        ds[1]  # no tool's mark on this folder: no promise of what a rerun does
     with pytest.raises(ValueError, match=r"face002.*hr\.lmdb.*corrupt"):
         ds[2]
     os.remove(os.path.join(paths['parsing'], 'face001.png'))
@@ -245,3 +245,24 @@ def test_wrong_scale_lr_is_refused_in_every_phase(tmp_path, phase):
             match=r'key face000: LR 4x4 in \S*lr_x8\.lmdb x scale 4 != HR 32x32 in '
             r'\S*hr\.lmdb \(an x8 pair\).*lr_x4'):
         FSRFaceDataset(_opt(paths, dataroot_lq=x8, phase=phase, gt_size=16 if phase == 'train' else None))
+
+
+def test_truncated_lmdb_is_an_error_not_a_crash_and_the_advice_fits_the_folder(tmp_path):
+    """A truncated data.mdb used to kill the loader with a bus error; the advice names what a rerun really does."""
+    from fsr_data.lmdb_io import LmdbDamagedError
+    paths, *_ = _make_data(str(tmp_path))
+    open(os.path.join(str(tmp_path), 'manifest.jsonl'), 'w').close()  # fsr-prepare's mark on the dataset folder
+    env = lmdb.open(paths['hr.lmdb'], map_size=1 << 24)
+    with env.begin(write=True) as txn:
+        txn.delete(b'face001')
+    env.close()
+    ds = FSRFaceDataset(_opt(paths))
+    with pytest.raises(KeyError, match=r"face001.*hr\.lmdb.*rerun the fsr-prepare command that made"):
+        ds[1]
+    ds.close()  # the last reader closes the environment: the next dataset opens the file anew, as a new process does
+    data = os.path.join(paths['hr.lmdb'], 'data.mdb')
+    size = os.path.getsize(data)
+    with open(data, 'r+b') as f:
+        f.truncate(size // 2)
+    with pytest.raises(LmdbDamagedError, match=r'hr\.lmdb/data\.mdb is truncated.*rerun the fsr-prepare command'):
+        FSRFaceDataset(_opt(paths))[0]
