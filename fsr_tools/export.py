@@ -11,9 +11,9 @@ In order:
 1. Every option and path is checked before any work: numbers in range (``--opset`` within the range of the installed
    torch exporter), ``-o`` a new ``.onnx`` file (an existing one is replaced only with ``--force``) that is not an
    input, the weights readable (``torch.load(weights_only=True)``; ``--param-key``, else the options'
-   ``param_key_g``, else ``params_ema``, else ``params``, as ``fsr-benchmark`` and ``fsr-infer`` read them), free of NaN
-   and Inf, and fitting the network; the input size one the network (and, with ``--dynamic``, its exported graph) takes.
-   One ``error:`` line naming the option and the fix; exit status 2.
+   ``param_key_g``, else ``params_ema``, else ``params``: ``fsr_tools.infer_net.read_checkpoint``, as ``fsr-infer``
+   reads them), free of NaN and Inf, and fitting the network; the input size one the network (and, with
+   ``--dynamic``, its exported graph) takes. One ``error:`` line naming the option and the fix; exit status 2.
 2. The network is exported with torch's TorchScript-based exporter (``torch.onnx.export(dynamo=False)``): it exports
    all four face networks and BasicSR's EDSR/RCAN/SwinIR. The dynamo exporter (torch 2.14 + onnxscript) was tried and
    fails on AMINet, and takes 5-10x longer on LAAT and W-Net.
@@ -120,8 +120,7 @@ _opset.__name__ = 'int'
 
 
 def build_parser():
-    """The ``fsr-export`` argument parser."""
-    lo, hi = opset_range()
+    """The ``fsr-export`` argument parser (``--help`` imports no torch)."""
     p = argparse.ArgumentParser(
         prog='fsr-export',
         description='Export a face SR network (LAAT, AMINet, TANet, W-Net, or BasicSR\'s EDSR/RCAN/SwinIR) to ONNX and '
@@ -150,8 +149,8 @@ def build_parser():
         '--opset',
         type=_opset,
         default=DEFAULT_OPSET,
-        help=f'ONNX opset, {lo}-{hi} (the installed torch exporter\'s range). Default {DEFAULT_OPSET}. The check '
-        'catches opsets that export wrongly (e.g. AMINet below 16)')
+        help=f'ONNX opset, within the installed torch exporter\'s range (7-20 in torch 2.14). Default {DEFAULT_OPSET}. '
+        'The check catches opsets that export wrongly (e.g. AMINet below 16)')
     out.add_argument(
         '--dynamic',
         action='store_true',

@@ -343,3 +343,20 @@ def test_setup_declares_the_tool_and_its_extra():
     assert "'export': EXPORT_REQUIRES" in text and '+ EXPORT_REQUIRES' in text
     assert 'onnx>=' in text and 'onnxruntime>=' in text
     assert '[dev]' in open(os.path.join(REPO_ROOT, 'scripts', 'install.sh')).read()
+
+
+def test_help_imports_no_torch(tmp_path):
+    """``fsr-export --help`` answers without importing torch (as the other tools' --help)."""
+    import subprocess
+    import sys
+    from helpers import subprocess_env
+    code = ('import sys\nfrom fsr_tools.export import main\ntry:\n    main(["--help"])\nexcept SystemExit as e:\n'
+            '    assert e.code == 0\nassert "torch" not in sys.modules, "torch imported"\nprint("ok")')
+    proc = subprocess.run([sys.executable, '-c', code],
+                          cwd=str(tmp_path),
+                          env=subprocess_env(),
+                          capture_output=True,
+                          text=True,
+                          timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith('ok'), proc.stderr[-2000:]
+    assert '--random-init' in proc.stdout and '--dynamic' in proc.stdout
