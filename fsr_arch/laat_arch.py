@@ -137,7 +137,8 @@ def _attention_column_sums(q, k, block_rows):
     Returns:
         Tensor: (B, M, N) float32 (float64 for float64 inputs), ``sum_i AM[h, i, j]`` (eq. 10's ``Sum(AM)``).
     """
-    with torch.no_grad():
+    # autocast would re-cast the matmuls below to bf16/fp16 and undo the float32 promise: it is off here
+    with torch.no_grad(), torch.autocast(q.device.type, enabled=False):
         dtype = _score_dtype(q)
         q = q.to(dtype) * q.shape[-1]**-0.5
         k_t = k.to(dtype).transpose(-2, -1)
