@@ -349,6 +349,6 @@ def test_niqe_set_for_small_faces_and_faces_without_ground_truth(tmp_path, capsy
     assert grid.shape[1] == 3 * (128 + 2) - 2  # LR | Bicubic | tiny, no HR
     assert 'No ground truth' in (tmp_path / 'nogt' / 'benchmark.md').read_text()
     capsys.readouterr()
-    msg, _ = _main_error(['--data', str(lr_dir), '--out', str(tmp_path / 'p'), '--no-gt', '--paper', 'tanet'] + common,
-                         capsys)
+    msg, _ = _main_error(['--data', str(lr_dir), '--out',
+                          str(tmp_path / 'p'), '--no-gt', '--paper', 'tanet'] + common, capsys)
     assert '--paper' in msg and 'needs ground truth' in msg

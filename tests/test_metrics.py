@@ -181,3 +181,23 @@ def test_frechet_distance_matches_pytorch_fid(n1, n2):
     f2 = rng.normal(0.5, 2, (n2, 6))
     ref = calculate_frechet_distance(f1.mean(0), np.cov(f1, rowvar=False), f2.mean(0), np.cov(f2, rowvar=False))
     assert fm.FIDCalculator.frechet(f1, f2) == pytest.approx(ref, rel=1e-6)
+
+
+def test_non_finite_lpips_trunk_and_fid_weights_are_refused(tmp_path, faces):
+    """Issue 23: a weights file with NaN or Inf is refused where it is loaded, naming the file and the tensor (a NaN
+    weight would turn every distance into NaN, or into a number computed from garbage)."""
+    import torchvision
+    hr = faces['astronaut']
+    trunk = _random_trunk(seed=2)
+    trunk['features.8.weight'][0, 0, 0, 0] = float('nan')
+    torch.save(trunk, str(tmp_path / 'alex_nan.pth'))
+    with pytest.raises(fm.BrokenWeightsError, match=r'alex_nan\.pth.*features\.8\.weight \(1 of'):
+        fm.calculate_face_lpips(hr, hr, lpips_trunk_path=str(tmp_path / 'alex_nan.pth'), device='cpu')
+    net = torchvision.models.Inception3(num_classes=1008, aux_logits=False, init_weights=False)
+    state = net.state_dict()
+    state['Conv2d_1a_3x3.conv.weight'][0, 0, 0, 0] = float('inf')
+    torch.save(state, str(tmp_path / 'inception_inf.pth'))
+    with pytest.raises(fm.BrokenWeightsError, match=r'inception_inf\.pth.*Conv2d_1a_3x3\.conv\.weight'):
+        fm.FIDCalculator(str(tmp_path / 'inception_inf.pth'), device='cpu')
+    with pytest.raises(ValueError, match='Image shapes are different'):  # a ValueError, not an assert (python -O)
+        fm.calculate_face_vif(hr, hr[:64])
