@@ -161,7 +161,7 @@ def check_output_path(out, option, inputs=(), kind='folder', allow_inside_inputs
             raise UsageError(f'{option} {out} is a file, not a folder. Choose a folder path.')
         if kind == 'file' and os.path.isdir(out):
             raise UsageError(f'{option} {out} is a folder, not a file. Give a file path.')
-    existing = _first_existing(out)
+    existing = _first_existing(out if kind == 'folder' else os.path.dirname(real(out)))
     if not os.path.isdir(existing):
         raise UsageError(f'{option} {out} cannot be made: {existing} is a file. Move it away or choose another path.')
     if not os.access(existing, os.W_OK | os.X_OK):

@@ -148,3 +148,12 @@ def test_range_wording():
         safety.check_number('--n', 0, minimum=1, integer=True)
     with pytest.raises(UsageError, match=r'^--f must be a number in \(0, 1\], not 2\.$'):
         safety.check_number('--f', 2, minimum=0, maximum=1, min_open=True)
+
+
+def test_output_file_that_exists_is_a_valid_file_output(tmp_path):
+    (tmp_path / 'table.md').write_text('x')
+    assert safety.check_output_path(str(tmp_path / 'table.md'), '--out', kind='file')
+    with pytest.raises(UsageError, match='is a file'):
+        safety.check_output_path(str(tmp_path / 'table.md' / 'below.md'), '--out', kind='file')
+    with pytest.raises(UsageError, match='is a folder'):
+        safety.check_output_path(str(tmp_path), '--out', kind='file')
