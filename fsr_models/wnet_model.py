@@ -93,31 +93,33 @@ class WNetModel(FSRModel):
         return parsing, target.expand_as(parsing)
 
     def optimize_parameters(self, current_iter):
+        """The three losses (module docstring), the finite-loss check before the step, and the speed options of
+        :class:`~fsr_models.fsr_model.FSRSpeedMixin` (``train: amp / channels_last / compile / tf32``)."""
         self.optimizer_g.zero_grad()
-        self.output, self.output_parsing = self.net_g(self.lq, return_parsing=True)
+        with self.train_autocast():
+            self.output, self.output_parsing = self.forward_g(self.lq, return_parsing=True)
 
-        l_total = 0
-        loss_dict = OrderedDict()
-        if self.cri_pix:
-            l_pix = self.cri_pix(self.output, self.gt)
-            l_total += l_pix
-            loss_dict['l_pix'] = l_pix
-        if self.cri_parsing:
-            target = self._require(self.parsing_gt, f"'{self._target_key()}'", 'return_binary_parsing')
-            l_par = self.cri_parsing(*self.parsing_loss_input(self.output_parsing, target))
-            l_total += l_par
-            loss_dict['l_par'] = l_par
-        if self.cri_key:
-            masks = self._require(self.masks, "'masks'", 'return_component_masks')
-            l_key = self.cri_key(self.output, self.gt, masks)
-            l_total += l_key
-            loss_dict['l_key'] = l_key
-        loss_dict['l_total'] = l_total
+            l_total = 0
+            loss_dict = OrderedDict()
+            if self.cri_pix:
+                l_pix = self.cri_pix(self.output, self.gt)
+                l_total += l_pix
+                loss_dict['l_pix'] = l_pix
+            if self.cri_parsing:
+                target = self._require(self.parsing_gt, f"'{self._target_key()}'", 'return_binary_parsing')
+                l_par = self.cri_parsing(*self.parsing_loss_input(self.output_parsing, target))
+                l_total += l_par
+                loss_dict['l_par'] = l_par
+            if self.cri_key:
+                masks = self._require(self.masks, "'masks'", 'return_component_masks')
+                l_key = self.cri_key(self.output, self.gt, masks)
+                l_total += l_key
+                loss_dict['l_key'] = l_key
+            loss_dict['l_total'] = l_total
 
-        l_total.backward()
-        self.check_finite_loss(current_iter, l_total, loss_dict)
-        self.optimizer_g.step()
+        self.backward_step(l_total, self.optimizer_g, current_iter, loss_dict)
         self.log_dict = self.reduce_loss_dict(loss_dict)
+        self.end_step()
         if self.ema_decay > 0:
             self.model_ema(decay=self.ema_decay)
 
@@ -125,7 +127,7 @@ class WNetModel(FSRModel):
         """Test-time call: keep the SR image as ``self.output``, the (un-padded) parsing map as ``output_parsing``."""
         h, w = self.lq.shape[-2:]
         sr, parsing = net(lq, return_parsing=True)
-        self.output_parsing = parsing[..., :h, :w]
+        self.output_parsing = parsing[..., :h, :w].float()  # fp32 under val.amp, as the image
         return sr
 
     def parsing_error(self):

@@ -24,7 +24,12 @@ What is refused, and where (:mod:`fsr_utils.compat`, :mod:`fsr_models.fsr_model`
   set, from its ``meta_info.txt``; the first pair of a folder) and at every read, naming the key, both sets, the sizes
   and the fix; never scored on a cropped corner of the HR face.
 * A NaN or Inf loss stops the training at the iteration where it appears, naming the iteration and the loss, before
-  the optimizer step applies it; no checkpoint of NaN weights is ever written.
+  the optimizer step applies it; no checkpoint of NaN weights is ever written. Under ``train: amp: fp16`` the check
+  is on the loss value, so a gradient overflow that the gradient scaler skips does not stop the run.
+* The speed options (``train: amp / channels_last / compile / tf32 / grad_scaler``, ``val: amp``;
+  :mod:`fsr_models.fsr_model`) are checked with the numbers; the log states which are on. ``num_gpu`` > 1 without
+  ``--launcher`` (``num_gpu: auto`` on a multi-GPU machine) trains with DataParallel: a warning gives the torchrun
+  command for DDP.
 """
 import importlib
 import os

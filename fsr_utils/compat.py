@@ -19,7 +19,9 @@ Fixes:
 4. Atomic checkpoints: ``BaseModel.save_network`` and ``save_training_state`` write to a temporary file in the same
    folder and rename it (``os.replace``), so a kill during a save never leaves a truncated ``.pth`` or ``.state`` under
    its final name. Resume (``--auto_resume``) takes the newest training state that loads and whose network checkpoints
-   load, and says (on stderr) which newer ones it skipped and why; none usable is an error naming them.
+   load, and says (on stderr) which newer ones it skipped and why; none usable is an error naming them. As BasicSR's
+   ``@master_only`` methods they write on rank 0 only (under DDP every rank wrote every file). The training state
+   also holds the fp16 gradient scaler (``grad_scaler``) of a ``train.amp: fp16`` run.
 5. Options (``parse_options`` of ``basicsr.utils.options``, ``basicsr.train`` and ``basicsr.test``):
 
    * ``datasets.train.total_batch_size`` states the total batch of one optimizer step (the papers' "batch size");
@@ -47,6 +49,11 @@ Fixes:
      adds a key anyway. Signed and exponent numbers (``-5``, ``1e-3``), which BasicSR keeps as text, are numbers.
    * ``--auto_resume`` in a folder that holds another network's run (same name, other ``network_g``): one line
      naming both networks and the fix, before anything is written there (:func:`check_resume_networks`).
+   * The speed options of the plugin's models (``train.amp``, ``channels_last``, ``compile``, ``tf32``,
+     ``grad_scaler``; ``val.amp``) are checked with the numbers (:func:`check_speed_options`) and known to
+     ``--force_yml``.
+   * ``num_gpu`` > 1 (``auto`` on a multi-GPU machine) without ``--launcher``: BasicSR uses DataParallel; a warning
+     says so and gives the torchrun command (:func:`warn_data_parallel`).
 
 6. Broken inputs are refused where they enter (DESIGN.md, "Files a tool writes"):
 
@@ -247,8 +254,20 @@ def _save_with_retry(obj, path, what):
             time.sleep(1)
 
 
+def _is_master():
+    """True in the process that writes checkpoints: rank 0 under DDP, the only process otherwise (BasicSR's
+    ``@master_only``, which the replacements below would otherwise lose)."""
+    from basicsr.utils.dist_util import get_dist_info
+    return get_dist_info()[0] == 0
+
+
 def save_network(self, net, net_label, current_iter, param_key='params'):
-    """``BaseModel.save_network`` with an atomic write (same file name and content); NaN/Inf weights are not saved."""
+    """``BaseModel.save_network`` with an atomic write (same file name and content); NaN/Inf weights are not saved.
+
+    As BasicSR's ``@master_only`` method: under DDP only rank 0 writes (the networks are the same on every rank).
+    """
+    if not _is_master():
+        return
     if current_iter == -1:
         current_iter = 'latest'
     save_path = os.path.join(self.opt['path']['models'], f'{net_label}_{current_iter}.pth')
@@ -267,8 +286,10 @@ def save_network(self, net, net_label, current_iter, param_key='params'):
 
 
 def save_training_state(self, epoch, current_iter):
-    """``BaseModel.save_training_state`` with an atomic write (same file name and content)."""
-    if current_iter == -1:
+    """``BaseModel.save_training_state`` with an atomic write (same file name and content; rank 0 only, as BasicSR's
+    ``@master_only``), plus ``grad_scaler``: the state of the fp16 gradient scaler (``train.amp: fp16``), which the
+    plugin's models restore on resume."""
+    if current_iter == -1 or not _is_master():
         return
     state = {
         'epoch': epoch,
@@ -276,6 +297,9 @@ def save_training_state(self, epoch, current_iter):
         'optimizers': [o.state_dict() for o in self.optimizers],
         'schedulers': [s.state_dict() for s in self.schedulers]
     }
+    scaler = getattr(self, 'grad_scaler', None)
+    if scaler is not None and scaler.is_enabled():
+        state['grad_scaler'] = scaler.state_dict()
     _save_with_retry(state, os.path.join(self.opt['path']['training_states'], f'{current_iter}.state'),
                      'training state')
 
@@ -828,7 +852,25 @@ def check_numbers(opt, is_train=None):
             elif key.endswith('_opt'):
                 for weight in ('loss_weight', 'perceptual_weight', 'style_weight'):
                     opt_num(section, name, weight, minimum=0)
+        check_speed_options(train, label)
+        scaler = train.get('grad_scaler')
+        if isinstance(scaler, dict):
+            opt_num(scaler, 'train.grad_scaler', 'init_scale', minimum=0, min_open=True)
+            opt_num(scaler, 'train.grad_scaler', 'growth_factor', ' (the scale grows by it)', minimum=1, min_open=True)
+            opt_num(
+                scaler,
+                'train.grad_scaler',
+                'backoff_factor',
+                ' (the scale shrinks by it)',
+                minimum=0,
+                maximum=1,
+                min_open=True,
+                max_open=True)
+            opt_num(scaler, 'train.grad_scaler', 'growth_interval', ' (steps)', minimum=1, integer=True)
     val = opt.get('val')
+    if isinstance(val, dict) and val.get('amp') is not None and val['amp'] not in AMP_CHOICES:
+        raise OptionsError(f'{label}: val.amp must be one of {", ".join(AMP_CHOICES)} (autocast for validation '
+                           f'and fsr-test; none: fp32), not {val["amp"]!r}.')
     if isinstance(val, dict):
         if is_train and any(k.split('_')[0] == 'val' for k in (opt.get('datasets') or {})):
             if val.get('val_freq') is None and val.get('val_freq_epochs') is None:
@@ -854,6 +896,50 @@ def check_numbers(opt, is_train=None):
                 integer=True)
         opt_num(logger, 'logger', 'save_checkpoint_freq', ' (save every N iterations)', minimum=1, integer=True)
         opt_num(logger, 'logger', 'save_checkpoint_freq_epochs', minimum=0, min_open=True)
+
+
+AMP_CHOICES = ('bf16', 'fp16', 'none')
+GRAD_SCALER_KEYS = ('init_scale', 'growth_factor', 'backoff_factor', 'growth_interval')
+COMPILE_KEYS = ('mode', 'backend', 'fullgraph', 'dynamic', 'options')
+COMPILE_MODES = ('default', 'reduce-overhead', 'max-autotune', 'max-autotune-no-cudagraphs')
+
+
+def check_speed_options(train, label='the options file'):
+    """Check the speed options of the ``train`` section (``fsr_models.fsr_model``); raise :class:`OptionsError`.
+
+    ``amp``: bf16, fp16 or none; ``channels_last`` and ``tf32``: true or false; ``compile``: true, false or a
+    section of ``torch.compile`` arguments (:data:`COMPILE_KEYS`; ``mode`` one of :data:`COMPILE_MODES`);
+    ``grad_scaler``: a section of :data:`GRAD_SCALER_KEYS` (its numbers are checked by :func:`check_numbers`).
+    ``~`` is the default everywhere.
+    """
+    amp = train.get('amp')
+    if amp is not None and amp not in AMP_CHOICES:
+        raise OptionsError(f'{label}: train.amp must be one of {", ".join(AMP_CHOICES)} (autocast for the forward '
+                           f'pass and the losses; none: fp32), not {amp!r}.')
+    for key in ('channels_last', 'tf32'):
+        if train.get(key) is not None and not isinstance(train[key], bool):
+            raise OptionsError(f'{label}: train.{key} must be true or false, not {train[key]!r}.')
+    spec = train.get('compile')
+    if spec is not None and not isinstance(spec, (bool, dict)):
+        raise OptionsError(f'{label}: train.compile must be true, false or a section of torch.compile arguments '
+                           f'({", ".join(COMPILE_KEYS)}), not {spec!r}.')
+    if isinstance(spec, dict):
+        unknown = sorted(set(spec) - set(COMPILE_KEYS))
+        if unknown:
+            raise OptionsError(f'{label}: train.compile.{unknown[0]} is not an argument of torch.compile that the '
+                               f'plugin passes on; use {", ".join(COMPILE_KEYS)}.')
+        if spec.get('mode') is not None and spec['mode'] not in COMPILE_MODES:
+            raise OptionsError(f'{label}: train.compile.mode must be one of {", ".join(COMPILE_MODES)}, not '
+                               f'{spec["mode"]!r}.')
+    scaler = train.get('grad_scaler')
+    if scaler is not None:
+        if not isinstance(scaler, dict):
+            raise OptionsError(f'{label}: train.grad_scaler must be a section ({", ".join(GRAD_SCALER_KEYS)}: the '
+                               f'arguments of torch.amp.GradScaler), not {scaler!r}.')
+        unknown = sorted(set(scaler) - set(GRAD_SCALER_KEYS))
+        if unknown:
+            raise OptionsError(f'{label}: train.grad_scaler.{unknown[0]} is not a gradient scaler option; use '
+                               f'{", ".join(GRAD_SCALER_KEYS)}.')
 
 
 def check_options(opt):
@@ -931,10 +1017,14 @@ FORCE_NEW_KEYS = {
         'return_binary_parsing', 'return_component_masks', 'degradation'
     },
     ('datasets', '*', 'io_backend'): {'type', 'db_paths', 'client_keys'},
-    ('train', ):
-    {'ema_decay', 'total_iter', 'total_epochs', 'warmup_iter', 'net_d_iters', 'net_d_init_iters', 'parsing_target'},
+    ('train', ): {
+        'ema_decay', 'total_iter', 'total_epochs', 'warmup_iter', 'net_d_iters', 'net_d_init_iters', 'parsing_target',
+        'amp', 'channels_last', 'compile', 'tf32', 'grad_scaler'
+    },
     ('train', 'scheduler'): {'milestones_epochs', 'periods_epochs'},
-    ('val', ): {'val_freq', 'val_freq_epochs', 'save_img', 'suffix', 'pbar', 'metrics'},
+    ('train', 'grad_scaler'): set(GRAD_SCALER_KEYS),
+    ('train', 'compile'): set(COMPILE_KEYS),
+    ('val', ): {'val_freq', 'val_freq_epochs', 'save_img', 'suffix', 'pbar', 'metrics', 'amp'},
     ('logger', ): {'print_freq', 'save_checkpoint_freq', 'save_checkpoint_freq_epochs', 'use_tb_logger', 'wandb'},
     ('logger', 'wandb'): {'project', 'resume_id', 'entity'},
     ('dist_params', ): {'backend', 'port'},
@@ -943,7 +1033,8 @@ FORCE_NEW_KEYS = {
 _FORCE_KINDS = {
     'num_gpu': {'number', 'text'},
     'gt_size': {'number', 'list'},
-    'degradation': {'bool', 'text', 'section'}
+    'degradation': {'bool', 'text', 'section'},
+    'compile': {'bool', 'section'},
 }
 
 
@@ -1138,10 +1229,11 @@ def _pre_parse():
     forced = list(args.force_yml or [])
     applied = check_force_yml(file_opt, forced, args.opt)
     final = dict(file_opt)
-    for entry in applied:  # only the top-level seed is needed here
+    for entry in applied:  # only the top-level seed and num_gpu are needed here
         key, value = entry.split('=')
-        if key == 'manual_seed':
-            final['manual_seed'] = force_value(value)
+        if key in ('manual_seed', 'num_gpu'):
+            final[key] = force_value(value)
+    _STATE['num_gpu_option'] = final.get('num_gpu')
     if final.get('manual_seed') is not None:
         try:
             check_number('manual_seed', final['manual_seed'], minimum=0, maximum=2**32 - 1, integer=True)
@@ -1166,6 +1258,7 @@ def wrap_parse_options(parse_options):
 
     def wrapped(root_path, is_train=True):
         _STATE['resume_position'] = None
+        _STATE['num_gpu_option'] = None
         if _installed_root(root_path):
             root_path = os.getcwd()
         argv = sys.argv
@@ -1185,6 +1278,8 @@ def wrap_parse_options(parse_options):
         if is_train:
             resolve_total_batch(opt)
         check_options(opt)
+        if is_train:
+            warn_data_parallel(opt)
         if is_train and opt.get('auto_resume'):
             # Pick the state here, so that BasicSR's own load_resume_state (python -m basicsr.train) gets it too.
             path = find_resume_state(opt, report=None if opt.get('rank', 0) == 0 else (lambda msg: None))
@@ -1198,6 +1293,26 @@ def wrap_parse_options(parse_options):
     wrapped._fsr_wrapped = True
     wrapped.__wrapped__ = parse_options
     return wrapped
+
+
+def warn_data_parallel(opt):
+    """Warn when a training will use DataParallel: ``num_gpu`` > 1 (``auto`` on a multi-GPU machine) without a launcher.
+
+    BasicSR then wraps the network in ``DataParallel``: one process drives every GPU (it scatters each batch and
+    gathers every output on the first GPU, and BatchNorm sees each GPU's share of the batch), which is slower than one
+    DDP process per GPU. Returns the warning (or None); it is printed on stderr and written to the log.
+    """
+    num_gpu = int(opt.get('num_gpu') or 0) if not isinstance(opt.get('num_gpu'), str) else 0
+    if opt.get('dist') or num_gpu < 2:
+        return None
+    how = f'num_gpu: auto found {num_gpu} GPUs' if _STATE.get('num_gpu_option') == 'auto' else f'num_gpu {num_gpu}'
+    label = _opt_file_label(opt)
+    msg = (f'{label}: {how} and fsr-train runs without --launcher: BasicSR trains with DataParallel, one process '
+           'for all GPUs (slower than one process per GPU; BatchNorm sees each GPU\'s share of the batch). For DDP '
+           f'run: torchrun --nproc_per_node={num_gpu} $(which fsr-train) -opt {label} --launcher pytorch '
+           '(docs/REPRODUCE.md); for one GPU set num_gpu: 1.')
+    _warn(opt, msg)
+    return msg
 
 
 def resumable_sampler_class(base):
