@@ -899,6 +899,7 @@ def check_numbers(opt, is_train=None):
 
 
 AMP_CHOICES = ('bf16', 'fp16', 'none')
+SPEED_KEYS = ('amp', 'channels_last', 'compile', 'tf32', 'grad_scaler')
 GRAD_SCALER_KEYS = ('init_scale', 'growth_factor', 'backoff_factor', 'growth_interval')
 COMPILE_KEYS = ('mode', 'backend', 'fullgraph', 'dynamic', 'options')
 COMPILE_MODES = ('default', 'reduce-overhead', 'max-autotune', 'max-autotune-no-cudagraphs')
@@ -953,6 +954,13 @@ def check_options(opt):
                 raise OptionsError(f'{label}: datasets.{phase}.{key} = {value} does not exist: prepare the data '
                                    '(fsr-prepare) or fix the path in the options file.')
     _registry_check(opt, 'model_type', MODEL_REGISTRY, 'model')
+    speed = [f'train.{k}' for k in SPEED_KEYS if (opt.get('train') or {}).get(k) not in (None, False, 'none')]
+    speed += ['val.amp'] if (opt.get('val') or {}).get('amp') not in (None, 'none') else []
+    model_cls = MODEL_REGISTRY.get(opt['model_type']) if opt.get('model_type') in MODEL_REGISTRY else None
+    if speed and model_cls is not None and not hasattr(model_cls, 'setup_speed_options'):
+        raise OptionsError(f'{label}: {speed[0]} is an option of the plugin\'s models (FSRModel, FSRGANModel, '
+                           f'WNetModel); model_type {opt["model_type"]} would ignore it. Use model_type FSRModel (it '
+                           'trains what SRModel trains), or remove the option.')
     for key in opt:
         if key.startswith('network_'):
             _registry_check(opt, key, ARCH_REGISTRY, 'network')
@@ -1019,7 +1027,7 @@ FORCE_NEW_KEYS = {
     ('datasets', '*', 'io_backend'): {'type', 'db_paths', 'client_keys'},
     ('train', ): {
         'ema_decay', 'total_iter', 'total_epochs', 'warmup_iter', 'net_d_iters', 'net_d_init_iters', 'parsing_target',
-        'amp', 'channels_last', 'compile', 'tf32', 'grad_scaler'
+        *SPEED_KEYS
     },
     ('train', 'scheduler'): {'milestones_epochs', 'periods_epochs'},
     ('train', 'grad_scaler'): set(GRAD_SCALER_KEYS),

@@ -16,12 +16,20 @@ two iterations), and each run has a time limit (``--timeout``, seconds; a run pa
 ``FAIL ... timed out`` and the next one starts). Paths may be relative to the current directory (the work folder
 is made absolute before ``fsr-train`` runs in it).
 
+``--amp bf16`` trains with ``train: amp: bf16`` and ``channels_last: true`` (the plugin's speed options, docs/amp.md)
+in experiments named ``..._bf16``. Each run reports its training images/s: the batch of one optimizer step over the
+time per iteration in the second half of the run (from BasicSR's logged running mean of the iteration time, so the
+first iterations' compilation and cuDNN autotuning are left out). The figures are kept in ``<workdir>/throughput.json``;
+a run with ``--amp`` after one without in the same work folder prints both side by side (scripts/gpu_check.sh).
+
 Usage: python scripts/gpu_check.py [--iters 20] [--ddp N] [--only NAME ...] [--all] [--timeout S] [--workdir DIR]
-Prints one line per option file (``ok`` with the last logged losses and the time, or ``FAIL`` with the log's tail) and
-exits 1 when any failed.
+[--amp bf16]
+Prints one line per option file (``ok`` with the training images/s, the last logged losses and the time, or ``FAIL``
+with the log's tail) and exits 1 when any failed.
 """
 import argparse
 import glob
+import json
 import math
 import os
 import re
@@ -54,8 +62,9 @@ def _replace_vgg(node, path):
             _replace_vgg(value, path)
 
 
-def prepare(opt_path, workdir, iters, num_gpu):
-    """Return the path of the modified option file (data made under ``workdir``)."""
+def prepare(opt_path, workdir, iters, num_gpu, amp=None):
+    """Return the path of the modified option file (data made under ``workdir``), the experiment name and the number
+    of faces of one optimizer step on one process (``amp``: ``train.amp`` with ``channels_last``, e.g. ``'bf16'``)."""
     from helpers import make_face_dataset, save_small_vgg19
     with open(opt_path) as f:
         opt = yaml.safe_load(f)
@@ -80,8 +89,10 @@ def prepare(opt_path, workdir, iters, num_gpu):
     opt['datasets'] = {'train': train}
     opt.pop('val', None)
     opt['num_gpu'] = num_gpu
-    opt['name'] = f'gpucheck_{os.path.splitext(os.path.basename(opt_path))[0]}'
+    opt['name'] = f'gpucheck_{os.path.splitext(os.path.basename(opt_path))[0]}' + (f'_{amp}' if amp else '')
     opt['train']['total_iter'] = iters
+    if amp:
+        opt['train'].update(amp=amp, channels_last=True)
     for key in ('total_epochs', 'milestones_epochs'):
         opt['train'].pop(key, None)
     opt['logger'] = {
@@ -98,7 +109,7 @@ def prepare(opt_path, workdir, iters, num_gpu):
     out = os.path.join(workdir, opt['name'] + '.yml')
     with open(out, 'w') as f:
         yaml.safe_dump(opt, f, sort_keys=False)
-    return out, opt['name']
+    return out, opt['name'], int(train.get('total_batch_size') or train['batch_size_per_gpu'])
 
 
 def losses(log_text):
@@ -109,8 +120,48 @@ def losses(log_text):
     return found
 
 
-def run_one(opt_path, workdir, iters, ddp, num_gpu=1, timeout=None):
-    path, name = prepare(opt_path, workdir, iters, num_gpu)
+def seconds_per_iteration(log_text):
+    """Seconds per training iteration in the second half of a run, from BasicSR's log lines (or None).
+
+    BasicSR logs ``time (data): T`` with T the running mean of the iteration time since the first iteration (reset
+    every 200), so the iterations between two logged points ``i1 < i2`` took ``(i2 * T2 - i1 * T1) / (i2 - i1)``
+    each; ``i1`` is the last logged iteration at or before ``i2 / 2``.
+    """
+    points = [(int(i.replace(',', '')), float(t))
+              for i, t in re.findall(r'iter:\s*([\d,]+), lr:\(.*?time \(data\): ([0-9.]+)', log_text)]
+    if len(points) < 2 or points[-1][0] > 200:
+        return None
+    i2, t2 = points[-1]
+    i1, t1 = [p for p in points if p[0] <= i2 / 2][-1] if points[0][0] <= i2 / 2 else points[0]
+    return (i2 * t2 - i1 * t1) / (i2 - i1)
+
+
+def record_throughput(workdir, label, mode, images_per_s):
+    """Keep ``{option file: {mode: images/s}}`` in ``<workdir>/throughput.json``; returns the whole table."""
+    path = os.path.join(workdir, 'throughput.json')
+    table = {}
+    if os.path.isfile(path):
+        with open(path) as f:
+            table = json.load(f)
+    table.setdefault(label, {})[mode] = images_per_s
+    with open(path + '.tmp', 'w') as f:
+        json.dump(table, f, indent=1)
+    os.replace(path + '.tmp', path)
+    return table
+
+
+def compare_table(table, mode):
+    """Markdown lines comparing fp32 with ``mode`` for the option files that have both (empty if none)."""
+    rows = [(label, t['fp32'], t[mode]) for label, t in table.items() if t.get('fp32') and t.get(mode)]
+    if not rows:
+        return []
+    lines = [f'| option file | fp32 images/s | {mode} images/s | {mode} / fp32 |', '|---|---|---|---|']
+    lines += [f'| {label} | {a:.1f} | {b:.1f} | {b / a:.2f}x |' for label, a, b in rows]
+    return lines
+
+
+def run_one(opt_path, workdir, iters, ddp, num_gpu=1, timeout=None, amp=None):
+    path, name, batch = prepare(opt_path, workdir, iters, num_gpu, amp)
     exe = shutil.which('fsr-train')
     if ddp > 1:
         cmd = ['torchrun', f'--nproc_per_node={ddp}', exe, '-opt', path, '--launcher', 'pytorch']
@@ -132,11 +183,26 @@ def run_one(opt_path, workdir, iters, ddp, num_gpu=1, timeout=None):
     label = os.path.relpath(opt_path, ROOT)
     if ok:
         last = ', '.join(f'{k} {v[-1]:.3g}' for k, v in sorted(found.items()))
-        print(f'ok   {label}: {iters} iterations in {seconds:.0f} s ({last})', flush=True)
+        per_iter = seconds_per_iteration(text)
+        # one optimizer step: the file's total batch, or its per-GPU batch on each of the ddp processes
+        images = batch * (1 if prepare_total(opt_path) else ddp)
+        rate = images / per_iter if per_iter else None
+        speed = f', {rate:.1f} training images/s' if rate else ', training images/s: too few logged iterations'
+        mode = f'{amp}+channels_last' if amp else 'fp32'
+        if rate:
+            record_throughput(workdir, label, mode, rate)
+        tag = f' ({mode})' if amp else ''
+        print(f'ok   {label}{tag}: {iters} iterations in {seconds:.0f} s{speed} ({last})', flush=True)
     else:
         tail = (proc.stdout + proc.stderr)[-3000:]
         print(f'FAIL {label}: rc {proc.returncode}, losses {found}\n{tail}', flush=True)
     return bool(ok)
+
+
+def prepare_total(opt_path):
+    """True when the option file states the total batch (``total_batch_size``) rather than a per-GPU batch."""
+    with open(opt_path) as f:
+        return bool(yaml.safe_load(f)['datasets']['train'].get('total_batch_size'))
 
 
 def one_per_kind(files):
@@ -162,6 +228,8 @@ def main(argv=None):
     p.add_argument('--timeout', type=float, default=None, help='seconds per run (default: no limit)')
     p.add_argument('--workdir', default=None)
     p.add_argument('--cpu', action='store_true', help='num_gpu 0 (to check this script itself on a CPU machine)')
+    p.add_argument(
+        '--amp', choices=['bf16', 'fp16'], default=None, help='train with train.amp (and channels_last: true)')
     args = p.parse_args(argv)
     files = sorted(glob.glob(os.path.join(ROOT, 'options', 'train_*.yml')))
     for folder in args.include:
@@ -175,8 +243,15 @@ def main(argv=None):
     # fsr-train runs with cwd=workdir: every path handed to it must not depend on the caller's directory
     workdir = os.path.abspath(args.workdir or tempfile.mkdtemp(prefix='fsr_gpu_check_'))
     os.makedirs(workdir, exist_ok=True)
-    results = [run_one(f, workdir, args.iters, args.ddp, 0 if args.cpu else 1, args.timeout) for f in files]
+    results = [run_one(f, workdir, args.iters, args.ddp, 0 if args.cpu else 1, args.timeout, args.amp) for f in files]
     print(f'{sum(results)} passed, {len(results) - sum(results)} failed')
+    table_path = os.path.join(workdir, 'throughput.json')
+    if args.amp and os.path.isfile(table_path):
+        with open(table_path) as f:
+            lines = compare_table(json.load(f), f'{args.amp}+channels_last')
+        if lines:
+            print(f'training images/s, fp32 vs train.amp {args.amp} + channels_last (same work folder):')
+            print('\n'.join(lines))
     return 0 if all(results) else 1
 
 

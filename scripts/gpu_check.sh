@@ -3,7 +3,8 @@
 # one modern GPU; the most valuable stage runs first and every stage has a time limit (STAGE_TIMEOUT, seconds), so a
 # slow stage cannot eat a short GPU loan:
 #  (b) one paper option file per network and scale trains 20 iterations through fsr-train on one GPU with finite
-#      losses (scripts/gpu_check.py; each run limited to RUN_TIMEOUT seconds),
+#      losses (scripts/gpu_check.py; each run limited to RUN_TIMEOUT seconds), reporting its training images/s,
+#  (b2) the same with train.amp: bf16 + channels_last (--amp bf16), then the training images/s of both side by side,
 #  (a) the test suite's GPU-marked tests (tests/test_gpu.py: every network on CUDA, fp32 and bf16 autocast +
 #      channels_last, against the CPU; SDPA against the explicit attention),
 #  (c) fsr-speed's GPU columns for every network at its paper configuration (inference ms fp32 / bf16+channels_last,
@@ -28,6 +29,9 @@ status=0
 echo "== (b) 20 training iterations of one paper configuration per network and scale, on one GPU"
 CUDA_VISIBLE_DEVICES=0 timeout "$STAGE_TIMEOUT" $PY scripts/gpu_check.py --iters 20 --include options/baselines \
   --timeout "$RUN_TIMEOUT" --workdir "$OUT/train" || status=1
+echo "== (b2) the same with train.amp: bf16 + channels_last; training images/s of fp32 and bf16"
+CUDA_VISIBLE_DEVICES=0 timeout "$STAGE_TIMEOUT" $PY scripts/gpu_check.py --iters 20 --include options/baselines \
+  --timeout "$RUN_TIMEOUT" --workdir "$OUT/train" --amp bf16 || status=1
 echo "== (a) GPU tests"
 timeout "$STAGE_TIMEOUT" $PY -m pytest -q -m gpu tests/test_gpu.py || status=1
 echo "== (c) fsr-speed GPU columns (paper configurations)"

@@ -15,8 +15,8 @@ import pytest
 import re
 import sys
 import torch
-from helpers import (make_face_dataset, read_losses, run_command, run_fsr_train, subprocess_env, tiny_train_opt,
-                     write_opt)
+from helpers import (REPO_ROOT, make_face_dataset, read_losses, run_command, run_fsr_train, subprocess_env,
+                     tiny_train_opt, write_opt)
 
 from fsr_utils import compat
 
@@ -519,3 +519,52 @@ def test_under_ddp_only_rank_0_writes_checkpoints(tmp_path, data):
     assert saves == expected
     models = tmp_path / 'experiments' / 'ddp_save' / 'models'
     assert sorted(os.listdir(models)) == ['net_g_1.pth', 'net_g_2.pth', 'net_g_latest.pth']
+
+
+def test_a_speed_option_under_basicsr_srmodel_is_refused(data):
+    """BasicSR's SRModel would ignore train.amp: the run would be fp32 while the file says bf16."""
+    opt = small_opt('srmodel', data, amp='bf16')
+    opt.update(model_type='SRModel', _opt_file='x.yml')
+    with pytest.raises(compat.OptionsError, match=r"x\.yml: train\.amp is an option of the plugin's models.*SRModel"):
+        compat.check_options(opt)
+    opt['train']['amp'] = 'none'
+    compat.check_options(opt)
+
+
+# --------------------------------------------------------------------------------------- scripts/gpu_check.py --amp
+GPU_CHECK = os.path.join(REPO_ROOT, 'scripts', 'gpu_check.py')
+
+
+def test_gpu_check_seconds_per_iteration_leaves_out_the_first_half():
+    sys.path.insert(0, os.path.join(REPO_ROOT, 'scripts'))
+    import gpu_check
+    durations = [9.0, 3.0, 1.0, 1.0, 1.0, 0.6, 0.5, 0.5, 0.5, 0.4]  # a slow start (compile, autotuning)
+    lines = []
+    for i in (5, 10):  # BasicSR logs the running mean of the iteration times
+        mean = sum(durations[:i]) / i
+        lines.append(f'[gpuch..][epoch:  0, iter:{i:8,d}, lr:(1.000e-03,)] [eta: 0:00:01, time (data): {mean:.3f} '
+                     '(0.001)] l_pix: 1.0e-01')
+    assert gpu_check.seconds_per_iteration('\n'.join(lines)) == pytest.approx(sum(durations[5:]) / 5, abs=2e-3)
+    assert gpu_check.seconds_per_iteration(lines[0]) is None  # one logged point: no second half
+
+
+def test_gpu_check_amp_trains_bf16_channels_last_and_compares_images_per_s(tmp_path, data):
+    """``gpu_check.py --amp bf16`` (CPU mode, a tiny option file) trains with train.amp bf16 and channels_last, and
+    after a plain run in the same work folder prints both runs' training images/s."""
+    folder = tmp_path / 'opts'
+    folder.mkdir()
+    write_opt(small_opt('tiny', data), folder / 'train_tiny_x4.yml')
+    cmd = [sys.executable, GPU_CHECK, '--cpu', '--iters', '10', '--include', str(folder), '--only', 'train_tiny_x4',
+           '--workdir', 'work']  # yapf: disable
+    plain = run_command(cmd, tmp_path).stdout
+    amp = run_command(cmd + ['--amp', 'bf16'], tmp_path).stdout
+    rate = r'ok   \S*train_tiny_x4\.yml{}: 10 iterations in \d+ s, ([0-9.]+) training images/s'
+    fp32_rate = float(re.search(rate.format(''), plain).group(1))
+    bf16_rate = float(re.search(rate.format(r' \(bf16\+channels_last\)'), amp).group(1))
+    row = re.search(r'\| \S*train_tiny_x4\.yml \| ([0-9.]+) \| ([0-9.]+) \| ([0-9.]+)x \|', amp)
+    assert row, amp
+    assert float(row.group(1)) == pytest.approx(fp32_rate, abs=0.06)
+    assert float(row.group(2)) == pytest.approx(bf16_rate, abs=0.06)
+    log = ''.join(
+        open(f).read() for f in (tmp_path / 'work' / 'experiments' / 'gpucheck_train_tiny_x4_bf16').glob('*.log'))
+    assert 'Speed options: training bf16 autocast (train.amp), channels_last on' in log
