@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install everything the plugin needs into the current Python environment, in the order that works (README, "Install"):
 # torch + torchvision first, then basicsr 1.4.2 without build isolation, then the plugin and its dependencies.
-# Usage: bash scripts/install.sh [--dev]      (--dev adds pytest and the linters)
+# Usage: bash scripts/install.sh [--dev]      (--dev adds pytest, the linters and onnx/onnxruntime for fsr-export)
 # Environment: PYTHON (default: python), TORCH_SPEC (default: "torch==2.14.1 torchvision==0.29.1").
 set -euo pipefail
 cd "$(dirname "$0")/.."
