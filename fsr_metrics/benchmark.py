@@ -20,13 +20,18 @@ Checkpoints are read with ``torch.load(weights_only=True)``; BasicSR's ``params_
 state_dict work. Networks that need LR sizes divisible by ``size_multiple`` (SwinIR: its window) get a replicate
 padding, cropped off after.
 
-Protocol (written at the top of every table): PSNR and SSIM are BasicSR's ``calculate_psnr`` / ``calculate_ssim``
-(SSIM: 11x11 Gaussian window, sigma 1.5, as the MATLAB code of Wang et al.) on the Y channel (ITU-R BT.601, as BasicSR
-and MATLAB's ``rgb2ycbcr``) with ``crop_border`` = scale; ``--rgb`` and ``--crop-border 0`` change that. VIF follows the
-same channel/crop choice. LPIPS (AlexNet trunk) and MPS use RGB, the whole face. Identity similarity and landmark
-distance use dlib (face box from the HR face). Outputs are rounded to 8 bits before any metric (as BasicSR's
-``tensor2img``). FID is computed between the set of outputs and the set of HR faces (it needs thousands of faces to
-mean anything).
+Protocol (written at the top of every table): ``--protocol NAME`` picks a named preset of
+:mod:`fsr_metrics.protocols`, each a documented set of choices (channel, colour conversion, rounding, crop border,
+SSIM window and implementation) with the code base it comes from: ``basicsr-y`` (the default: BasicSR's
+``calculate_psnr`` / ``calculate_ssim`` on the Y channel, ITU-R BT.601 as BasicSR and MATLAB's ``rgb2ycbcr``, SSIM
+with the 11x11 Gaussian window, sigma 1.5, of Wang et al., outputs rounded to 8 bits, ``crop_border`` = scale),
+``rgb`` (MMagic: RGB, unrounded outputs, crop = scale), ``dic`` (DIC's evaluation code), ``skimage``
+(scikit-image's defaults) and the protocol each seed paper states (``laat``, ``aminet``, ``tanet``, ``wnet``:
+``basicsr-y``'s choices where the paper is silent, and said so). ``--rgb`` and ``--crop-border N`` override the
+preset's channel and border, and the table names the override. VIF follows the same channel, colour conversion,
+rounding and crop. LPIPS (AlexNet trunk) and MPS use RGB, the whole face (MPS with the protocol's SSIM). Identity
+similarity and landmark distance use dlib (face box from the HR face) on the 8-bit outputs. FID is computed between
+the set of outputs and the set of HR faces (it needs thousands of faces to mean anything).
 
 A metric whose weights are missing is left out of the tables with a note saying which file to give; no number is ever
 computed with random or non-finite weights.
@@ -38,14 +43,15 @@ background), with ``--save-images`` every output image under ``images/<method>/<
 (the files this tool wrote in the folder, with their SHA-256).
 
 ``--paper PAPER`` (laat, aminet, amigan, tanet, wnet) adds the figures that paper reports at this scale
-(:mod:`fsr_metrics.paper_results`) as rows beside the measured ones, marked as the paper's, with the differences
-between the paper's protocol and ours.
+(:mod:`fsr_metrics.paper_results`) as rows beside the measured ones, marked as the paper's, each row with its
+protocol (the paper's preset; the measured rows: ``--protocol`` and its overrides), a table of the paper's choices
+beside ours (stated, or not stated by the paper), and the differences.
 
 Promises (docs/reliability.md; ``fsr_utils.safety``):
 
 * Every number is checked when the options are read: ``--scale`` 2-16, ``--crop-border`` >= 0, ``--limit`` >= 1,
-  ``--grid-faces`` 0-100, ``--device`` auto, cpu, cuda or cuda:N (N below the CUDA device count); one ``error:``
-  line naming the option and its range, exit status 2.
+  ``--grid-faces`` 0-100, ``--device`` auto, cpu, cuda or cuda:N (N below the CUDA device count), ``--protocol`` one
+  of the presets; one ``error:`` line naming the option and its range, exit status 2.
 * Everything is checked before any face is scored, and a failed check is one ``error:`` line with exit status 2:
   the data folder; every network and checkpoint (options read, network built, ``network_g.upscale`` and the options'
   ``scale`` equal to ``--scale``, weights loaded strictly, and refused when a tensor holds NaN or Inf, naming the
@@ -172,9 +178,17 @@ def matlab_bicubic(img, scale):
         img (ndarray): BGR uint8 image.
         scale (float): Resize factor (e.g. 1/4 to make LR faces, 4 for the bicubic baseline).
     """
+    return np.clip(np.round(_matlab_bicubic_255(img, scale)), 0, 255).astype(np.uint8)
+
+
+def matlab_bicubic_float(img, scale):
+    """:func:`matlab_bicubic` before rounding: float64 in [0, 255] (for protocols that score unrounded outputs)."""
+    return np.clip(_matlab_bicubic_255(img, scale), 0, 255).astype(np.float64)
+
+
+def _matlab_bicubic_255(img, scale):
     from basicsr.utils.matlab_functions import imresize
-    out = imresize(img.astype(np.float32) / 255., scale)
-    return np.clip(np.round(out * 255.), 0, 255).astype(np.uint8)
+    return imresize(img.astype(np.float32) / 255., scale) * 255.
 
 
 def load_faces(data, scale):
@@ -414,14 +428,20 @@ def check_networks(specs):
         del net
 
 
-def super_resolve(net, lr, scale, device):
+def super_resolve(net, lr, scale, device, keep_float=False):
     """SR of a BGR uint8 LR face (padding to the network's ``size_multiple``); returns a BGR uint8 image.
+
+    Args:
+        keep_float (bool): Also return the output before rounding (float64 BGR in [0, 255]), for protocols that
+            score unrounded outputs: ``(uint8 image, float image)``.
 
     Raises:
         NonFiniteOutput: the output holds NaN or Inf (never rounded into an image).
     """
     with torch.no_grad():
-        return _super_resolve(net, lr, scale, device)
+        out = _super_resolve(net, lr, scale, device)
+    sr = np.round(out).astype(np.uint8)
+    return (sr, out.astype(np.float64)) if keep_float else sr
 
 
 def _super_resolve(net, lr, scale, device):
@@ -439,7 +459,7 @@ def _super_resolve(net, lr, scale, device):
     if bad:  # clamp and rounding would turn NaN into black pixels and a PSNR
         raise NonFiniteOutput(f'the network output holds {bad} NaN or Inf values of {out.numel()}')
     out = out.clamp(0, 1)
-    return np.round(out[0].float().cpu().numpy().transpose(1, 2, 0)[..., ::-1] * 255.).astype(np.uint8)
+    return out[0].float().cpu().numpy().transpose(1, 2, 0)[..., ::-1] * 255.  # float32 BGR in [0, 255]
 
 
 # ----------------------------------------------------------------------------------------------------------- metrics
@@ -459,9 +479,17 @@ class MetricSuite:
                  niqe=False,
                  min_face_size=None,
                  reference=True,
-                 num_faces=0):
+                 num_faces=0,
+                 protocol=None):
+        """``protocol`` (:class:`fsr_metrics.protocols.Protocol`) sets PSNR/SSIM/VIF's channel, colour conversion,
+        rounding, crop and SSIM window; without it, ``basicsr-y`` with ``y_channel`` and ``crop_border``."""
         from fsr_metrics import face_metric as fm
+        from fsr_metrics import protocols
         self.fm = fm
+        if protocol is None:
+            protocol = protocols.resolve(protocols.DEFAULT, scale, rgb=not y_channel, crop_border=crop_border)
+        self.protocol = protocol
+        crop_border, y_channel = protocol.crop, protocol.y_channel
         self.crop_border, self.y_channel = crop_border, y_channel
         self.notes = []
         self.names = ['PSNR', 'SSIM', 'VIF'] if reference else []
@@ -535,19 +563,26 @@ class MetricSuite:
             self._hr_cache[name] = (box, self.dlib.descriptor(rgb, box), self.dlib.landmarks68(rgb, box))
         return self._hr_cache[name]
 
-    def per_face(self, name, sr, hr):
-        """The per-face metrics of one output (all but the set metrics); ``hr`` is None without ground truth."""
+    def per_face(self, name, sr, hr, sr_float=None):
+        """The per-face metrics of one output (all but the set metrics); ``hr`` is None without ground truth.
+
+        ``sr`` is the 8-bit output; ``sr_float`` the output before rounding, which a protocol that scores unrounded
+        outputs (``rounding`` False) needs for PSNR, SSIM and VIF.
+        """
         res = {}
         if self.niqe:
             from basicsr.metrics.niqe import calculate_niqe
             res['NIQE'] = calculate_niqe(sr, self.crop_border, input_order='HWC', convert_to='y')
         if hr is None:
             return {k: float(v) for k, v in res.items()}
-        from basicsr.metrics import calculate_psnr, calculate_ssim
-        kw = dict(crop_border=self.crop_border, test_y_channel=self.y_channel)
-        res.update({'PSNR': calculate_psnr(sr, hr, **kw), 'SSIM': calculate_ssim(sr, hr, **kw)})
+        scored = sr
+        if not self.protocol.rounding:
+            if sr_float is None:
+                raise ValueError(f'protocol {self.protocol.name} scores unrounded outputs: give sr_float.')
+            scored = sr_float
+        res.update(self.protocol.score(scored, hr))
         if 'VIF' in self.names:
-            res['VIF'] = self.fm.calculate_face_vif(sr, hr, **kw)
+            res['VIF'] = self.fm.calculate_face_vif(self.protocol.planes(scored), self.protocol.planes(hr))
         if self.lpips is not None:
             res['LPIPS'] = self.lpips(sr, hr)
             res['MPS'] = self.fm.mps_from(res['SSIM'], res['LPIPS'])
@@ -560,15 +595,13 @@ class MetricSuite:
 
 
 def protocol_text(args, source, num_faces, suite):
-    channel = 'RGB (mean over channels)' if args.rgb else 'Y channel of YCbCr (ITU-R BT.601, BasicSR `to_y_channel`)'
     lines = [f'- Data: {source}; {num_faces} faces; scale x{args.scale}.']
     if 'PSNR' in suite.names:
-        lines += [
-            '- PSNR, SSIM: BasicSR `calculate_psnr` / `calculate_ssim` (11x11 Gaussian window, sigma 1.5) on the '
-            f'{channel}, crop_border = {args.crop_border}; outputs rounded to 8 bits first.',
-        ]
+        lines += suite.protocol.lines()
         if 'VIF' in suite.names:
-            lines.append('- VIF: pixel-domain VIF (Sheikh & Bovik 2006, `vifp_mscale`), same channel and crop.')
+            lines.append(
+                '- VIF: pixel-domain VIF (Sheikh & Bovik 2006, `vifp_mscale`), same channel, colour conversion, '
+                'rounding and crop.')
     lines.append('- Bicubic: BasicSR\'s MATLAB-style `imresize` of the LR face.')
     if 'LPIPS' in suite.names:
         lines.append(f'- LPIPS: `lpips` v0.1, {args.lpips_net} trunk from `{args.lpips_trunk}`, RGB, whole face; '
@@ -679,10 +712,18 @@ def paper_test_sets(paper, scale):
     return list(dict.fromkeys(r[2] for r in paper_results.paper_rows(paper, scale=scale)))
 
 
-def paper_table(paper, scale, measured_methods, means, names, y_channel, crop_border, dataset=None):
+def paper_table(paper, scale, measured_methods, means, names, y_channel, crop_border, dataset=None, protocol=None):
     """Markdown lines: the paper's rows at this scale (marked "paper"; only test set ``dataset`` if given) beside the
-    measured rows, and the protocol differences. Empty when the paper reports nothing at this scale (a line says so)."""
-    from fsr_metrics import paper_results
+    measured rows, each with its protocol, then the paper's protocol beside ours choice by choice, and the
+    differences. Empty when the paper reports nothing at this scale (a line says so).
+
+    Args:
+        protocol (Protocol | None): The measured rows' protocol (:func:`fsr_metrics.protocols.resolve`); None:
+            ``basicsr-y`` with ``y_channel`` and ``crop_border``.
+    """
+    from fsr_metrics import paper_results, protocols
+    if protocol is None:
+        protocol = protocols.resolve(protocols.DEFAULT, scale, rgb=not y_channel, crop_border=crop_border)
     rows = paper_results.paper_rows(paper, scale=scale, dataset=dataset)
     lines = ['', f'## Beside the paper ({paper})', '']
     if not rows:
@@ -690,16 +731,21 @@ def paper_table(paper, scale, measured_methods, means, names, y_channel, crop_bo
     cols = list(names)
     for r in rows:
         cols += [k for k in r[5] if k not in cols]
-    lines.append('| Source | Table | Test set | Method | ' + ' | '.join(cols) + ' |')
-    lines.append('|---|---|---|---|' + '---:|' * len(cols))
+    lines.append('| Source | Table | Test set | Method | ' + ' | '.join(cols) + ' | Protocol |')
+    lines.append('|---|---|---|---|' + '---:|' * len(cols) + '---|')
+    paper_cell = paper_results.paper_protocol_cell(paper)
     for _, table, dataset, _, method, values in rows:
         cells = [(METRICS[c][1].format(values[c]) if c in METRICS else f'{values[c]}') if c in values else '-'
                  for c in cols]
-        lines.append(f'| paper | {table} | {dataset} | {method} | ' + ' | '.join(cells) + ' |')
+        lines.append(f'| paper | {table} | {dataset} | {method} | ' + ' | '.join(cells) + f' | {paper_cell} |')
+    ours = f'`{protocol.label()}`: {protocol.summary()}'
     for m in measured_methods:
         cells = [_fmt(c, means[m].get(c)) if c in METRICS else '-' for c in cols]
-        lines.append(f'| measured here | - | this data | {m} | ' + ' | '.join(cells) + ' |')
-    lines += [''] + [f'- {t}' for t in paper_results.protocol_differences(paper, y_channel, crop_border, scale)]
+        lines.append(f'| measured here | - | this data | {m} | ' + ' | '.join(cells) + f' | {ours} |')
+    lines += [''] + paper_results.protocol_comparison(paper, protocol)
+    lines += [''] + [
+        f'- {t}' for t in paper_results.protocol_differences(paper, y_channel, crop_border, scale, protocol=protocol)
+    ]
     return lines
 
 
@@ -813,6 +859,7 @@ def _device_arg(text):
 
 def parse_args(argv=None):
     """The options; every number is checked here (one ``error:`` line naming the option and its range, exit 2)."""
+    from fsr_metrics import protocols
     from fsr_utils.safety import int_range
     p = argparse.ArgumentParser(
         prog='fsr-benchmark',
@@ -828,12 +875,19 @@ def parse_args(argv=None):
     p.add_argument('--opt', action='append', default=[], help='BasicSR options file of a network (repeatable)')
     p.add_argument('--net', action='append', default=[], help='LABEL=CHECKPOINT[,OPTIONS.yml] (repeatable)')
     p.add_argument('--out', default=None, help='output folder (default: results/benchmark_x<scale>)')
-    p.add_argument('--rgb', action='store_true', help='PSNR/SSIM/VIF on RGB instead of the Y channel')
+    p.add_argument(
+        '--protocol',
+        default=protocols.DEFAULT,
+        choices=protocols.NAMES,
+        help='PSNR/SSIM protocol preset (channel, colour conversion, rounding, crop border, SSIM window; '
+        'fsr_metrics/protocols.py, docs/evaluation.md): basicsr-y (BasicSR, Y, crop = scale), rgb (MMagic), dic '
+        '(DIC\'s code), skimage (scikit-image defaults), or what a paper states: laat, aminet, tanet, wnet')
+    p.add_argument('--rgb', action='store_true', help='override: PSNR/SSIM/VIF on RGB instead of the preset\'s channel')
     p.add_argument(
         '--crop-border',
         type=int_range(0),
         default=None,
-        help='pixels cropped at each edge, >= 0 (default: the scale); '
+        help='override: pixels cropped at each edge, >= 0 (default: the preset\'s, the scale for most); '
         f'at least {SSIM_MIN_SIZE} pixels of the smallest face must remain')
     p.add_argument('--lpips-trunk', default=None, help='torchvision trunk weights for LPIPS (alexnet-owt-7be5be79.pth)')
     p.add_argument('--lpips-net', default='alex', choices=['alex', 'vgg'])
@@ -862,8 +916,9 @@ def parse_args(argv=None):
     p.add_argument('--debug', action='store_true', help='show the traceback of an error (also: FSR_DEBUG=1)')
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
-    if args.crop_border is None:
-        args.crop_border = args.scale
+    # the preset with the old flags as overrides; args.crop_border is the border used from here on
+    args.proto = protocols.resolve(args.protocol, args.scale, rgb=args.rgb, crop_border=args.crop_border)
+    args.crop_border = args.proto.crop
     if args.out is None:
         args.out = os.path.join('results', f'benchmark_x{args.scale}')
     return args
@@ -943,7 +998,7 @@ def prepare(args):
     suite = MetricSuite(
         args.scale,
         args.crop_border,
-        not args.rgb,
+        args.proto.y_channel,
         device,
         args.lpips_trunk,
         args.lpips_net,
@@ -953,7 +1008,8 @@ def prepare(args):
         args.niqe,
         min(min(lr.shape[:2]) * args.scale for _, _, lr in faces),
         reference=not args.no_gt,
-        num_faces=len(faces))
+        num_faces=len(faces),
+        protocol=args.proto)
     lock = safety.FolderLock(args.out, 'fsr-benchmark', '--out').acquire()
     try:
         owned = earlier_outputs(args.out)
@@ -997,18 +1053,23 @@ def execute(args, plan):
     for method, spec in zip(methods, [None] + plan['specs']):
         net = build_network(spec, device) if spec else None
         for name, hr, lr in tqdm(faces, desc=method, unit='face', file=sys.stdout):
+            sr_float = None  # the output before rounding, for a protocol that scores it unrounded
             if net is None:
                 sr = matlab_bicubic(lr, args.scale)
+                if not suite.protocol.rounding:
+                    sr_float = matlab_bicubic_float(lr, args.scale)
             else:
                 try:
-                    sr = super_resolve(net, lr, args.scale, device)
+                    sr = super_resolve(net, lr, args.scale, device, keep_float=not suite.protocol.rounding)
+                    if isinstance(sr, tuple):
+                        sr, sr_float = sr
                 except NonFiniteOutput as err:
                     raise NonFiniteOutput(f'{method} ({spec["source"]}, checkpoint {spec["checkpoint"]}): {err} for '
                                           f'face {name}; no score is computed from it. The checkpoint or the network '
                                           'is broken for this input (e.g. trained into a divergence).') from None
             if hr is not None and sr.shape != hr.shape:
                 raise ValueError(f'{method} gives {sr.shape} for face {name}, the HR face is {hr.shape}.')
-            per_face[name][method] = suite.per_face(name, sr, hr)
+            per_face[name][method] = suite.per_face(name, sr, hr, sr_float)
             if suite.fid is not None or suite.niqe_set or name in grid_names:
                 outputs[method][name] = sr
             if args.save_images:
@@ -1025,8 +1086,16 @@ def execute(args, plan):
         for m in methods:
             means[m]['NIQE-set'] = calculate_niqe_set([outputs[m][n] for n, _, _ in faces], args.crop_border)
     protocol = protocol_text(args, plan['source'], len(faces), suite)
-    extra = paper_table(args.paper, args.scale, methods, means, suite.names, not args.rgb, args.crop_border,
-                        args.paper_set) if args.paper else []
+    extra = paper_table(
+        args.paper,
+        args.scale,
+        methods,
+        means,
+        suite.names,
+        args.proto.y_channel,
+        args.crop_border,
+        args.paper_set,
+        protocol=args.proto) if args.paper else []
     md = write_tables(args.out, methods, suite.names, per_face, means, protocol, suite.notes, args.scale, extra)
     if grid_names:
         lookup = {name: (hr, lr) for name, hr, lr in faces}

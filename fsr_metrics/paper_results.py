@@ -1,20 +1,33 @@
 """The figures the four papers report, for ``fsr-benchmark --paper PAPER`` (printed beside the measured rows).
 
-Each record is copied from the paper's text (``../shared/papers/<paper>.txt``): table, test set, scale, method and the
-metrics as printed there (PSNR in dB). Only the paper's own method and its bicubic row are kept (the baselines of
-other papers were retrained by each paper's authors and differ between papers). ``PROTOCOLS`` says what each paper
-states about its evaluation, and what it leaves unsaid, so that a difference from our protocol (PSNR/SSIM on the Y
-channel with crop_border = scale, MATLAB-style bicubic LR) can be named beside the numbers.
+Each record is copied from the paper's text: table, test set, scale, method and the metrics as printed there (PSNR in
+dB). Only the paper's own method and its bicubic row are kept (the baselines of other papers were retrained by each
+paper's authors and differ between papers). ``PROTOCOLS`` says what each paper states about its evaluation, and what
+it leaves unsaid; its ``preset`` is the :mod:`fsr_metrics.protocols` preset that holds the paper's stated choices
+(``basicsr-y``'s where the paper is silent), so that the paper's protocol is printed beside ours and a difference can
+be named beside the numbers.
+
+The papers:
+
+* LAAT: G. Li, J. Shi, Y. Zong, F. Wang, T. Wang, Y. Gong, "Learning Attention from Attention: Efficient
+  Self-Refinement Transformer for Face Super-Resolution", IJCAI 2023, doi:10.24963/ijcai.2023/115.
+* AMINet / AMIGAN: X. Wan, W. Li, G. Gao, H. Lu, J. Yang, C.-W. Lin, "Attention-Guided Multi-scale Interaction
+  Network for Face Super-Resolution", arXiv:2409.00591, 2024.
+* TANet: Y. Wang, T. Lu, Y. Zhang, J. Jiang, J. Wang, Z. Wang, J. Ma, "TANet: A new Paradigm for Global Face
+  Super-resolution via Transformer-CNN Aggregation Network", arXiv:2109.08174, 2021.
+* W-Net: H. Liu, Y. Yang, Y. Liu, "W-Net: A Facial Feature-Guided Face Super-Resolution Network", arXiv:2406.00676,
+  2024.
 
 Standard library only: importing this module costs nothing.
 """
 
 PAPERS = ('laat', 'aminet', 'amigan', 'tanet', 'wnet')
 
-# paper -> what its text says about the evaluation (None: not stated).
+# paper -> what its text says about the evaluation (None: not stated); preset: its fsr_metrics.protocols preset.
 PROTOCOLS = {
     'laat': {
-        'source': 'LAAT (laat.txt), Sec. 4.1 and Table 1',
+        'source': 'LAAT (Li et al., IJCAI 2023), Sec. 4.1 and Table 1',
+        'preset': 'laat',
         'channel': 'Y',  # "computed on the Y channel of the image YCbCr space"
         'crop_border': None,
         'lr': 'bicubic down-sampling of 128x128 MTCNN crops to 16x16 (kernel/antialiasing not stated)',
@@ -22,7 +35,8 @@ PROTOCOLS = {
         'lpips': 'LPIPS (trunk not stated)',
     },
     'aminet': {
-        'source': 'AMINet (aminet.txt), Sec. IV-A and Table VII',
+        'source': 'AMINet (Wan et al., arXiv:2409.00591), Sec. IV-A and Table VII',
+        'preset': 'aminet',
         'channel': None,
         'crop_border': None,
         'lr': 'bicubic down-sampling of 128x128 centre crops of aligned faces to 16x16',
@@ -30,7 +44,8 @@ PROTOCOLS = {
         'lpips': 'LPIPS (trunk not stated); VIF; FID',
     },
     'amigan': {
-        'source': 'AMINet paper (aminet.txt), Table VIII (AMIGAN, GAN-based)',
+        'source': 'AMINet paper (Wan et al., arXiv:2409.00591), Table VIII (AMIGAN, GAN-based)',
+        'preset': 'aminet',
         'channel': None,
         'crop_border': None,
         'lr': 'as AMINet',
@@ -38,7 +53,8 @@ PROTOCOLS = {
         'lpips': 'VIF; FID (Inception, set size not stated)',
     },
     'tanet': {
-        'source': 'TANet (tanet.txt), Tables 1-3',
+        'source': 'TANet (Wang et al., arXiv:2109.08174), Tables 1-3',
+        'preset': 'tanet',
         'channel': None,
         'crop_border': None,
         'lr': 'bicubic (FFHQ resized to 256x256, CelebA to 216x176)',
@@ -47,7 +63,9 @@ PROTOCOLS = {
     },
     'wnet': {
         'source':
-        'W-Net (wnet.txt), Tables 1-3',
+        'W-Net (Liu et al., arXiv:2406.00676), Tables 1-3',
+        'preset':
+        'wnet',
         'channel':
         None,
         'crop_border':
@@ -277,8 +295,43 @@ def paper_rows(paper, scale=None, dataset=None):
     ]
 
 
-def protocol_differences(paper, y_channel, crop_border, scale):
-    """Sentences that name how the paper's evaluation differs from (or is not known to match) the measured one."""
+def paper_protocol_cell(paper):
+    """A short table cell: the paper's preset and which of the five choices the paper states."""
+    from fsr_metrics import protocols
+    preset = protocols.PRESETS[PROTOCOLS[paper.lower()]['preset']]
+    said = [c for c in protocols.CHOICES if c in preset.paper['stated']]
+    return f'`{preset.name}` (the paper states {", ".join(said) if said else "none"} of {"/".join(protocols.CHOICES)})'
+
+
+def protocol_comparison(paper, protocol):
+    """Markdown lines: a table of the paper's protocol (its preset; each choice stated or not) beside ``protocol``,
+    the measured one (:class:`fsr_metrics.protocols.Protocol`)."""
+    from fsr_metrics import protocols
+    preset = protocols.PRESETS[PROTOCOLS[paper.lower()]['preset']]
+    stated = preset.paper['stated']
+    lines = [
+        f'| Choice | The paper (`--protocol {preset.name}`) | Measured here (`{protocol.label()}`) |', '|---|---|---|'
+    ]
+    for choice in protocols.CHOICES:
+        ours = protocols.choice_text(choice, getattr(protocol, choice))
+        if choice == 'crop':
+            ours = f'crop_border = {protocol.crop}'
+        remark = preset.paper['remarks'].get(choice)
+        if choice in stated:
+            theirs = f'stated: {stated[choice]}'
+        else:
+            fallback = protocols.choice_text(choice, getattr(preset, choice), protocol.scale)
+            theirs = f'not stated{" (it " + remark + ")" if remark else ""}; the preset: {fallback}'
+        lines.append(f'| {protocols.CHOICE_NAMES[choice]} | {theirs} | {ours} |')
+    return lines
+
+
+def protocol_differences(paper, y_channel, crop_border, scale, protocol=None):
+    """Sentences that name how the paper's evaluation differs from (or is not known to match) the measured one.
+
+    ``protocol`` (:class:`fsr_metrics.protocols.Protocol`), when given, is the measured protocol: a line says how to
+    score as the paper states when it is not the paper's preset.
+    """
     proto = PROTOCOLS[paper.lower()]
     ours_channel = 'Y' if y_channel else 'RGB'
     lines = [f'Paper figures: {proto["source"]}; copied from the paper, not measured here.']
@@ -290,9 +343,13 @@ def protocol_differences(paper, y_channel, crop_border, scale):
         lines.append(f'PSNR/SSIM channel: {proto["channel"]} in both.')
     if proto['crop_border'] is None:
         lines.append(f'The paper does not state a crop border; ours: {crop_border} pixels at x{scale} (the border '
-                     'changes PSNR/SSIM: rerun with --crop-border 0 to see by how much on your faces).')
+                     'changes PSNR/SSIM: ' + ('rerun with --crop-border 0 to see by how much on your faces).'
+                                              if crop_border else f'rerun without --crop-border for {scale}).'))
     elif proto['crop_border'] != crop_border:
         lines.append(f'Crop border: paper {proto["crop_border"]}, ours {crop_border}.')
+    if protocol is not None and (protocol.name != proto['preset'] or any(o['changed'] for o in protocol.overrides)):
+        lines.append(f'Measured with `{protocol.label()}`; `--protocol {proto["preset"]}` (no --rgb, no '
+                     '--crop-border) scores as the paper states, with `basicsr-y`\'s choices where it is silent.')
     lines.append(f'Paper LR: {proto["lr"]}. Paper test sets: {proto["test_sets"]}. Other metrics: {proto["lpips"]}.')
     lines.append('Our LPIPS/ID/LMD use the trunks and models named in the protocol above; the paper\'s may differ.')
     return lines
