@@ -1,4 +1,4 @@
-"""LAAT: the self-refinement Transformer for face super-resolution (../shared/papers/laat.txt).
+"""LAAT: the self-refinement Transformer for face super-resolution (Li et al., IJCAI 2023, doi:10.24963/ijcai.2023/115).
 
 Map from the paper to this module:
 

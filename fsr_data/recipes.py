@@ -7,7 +7,7 @@ are copied byte for byte), writes ``OUT/recipe.json`` (what was asked, what was 
 (``--keep-pool`` keeps it). A rerun after an interruption continues where it stopped. Options given on the command
 line override the recipe's (e.g. ``--parsing landmarks`` where BiSeNet weights are missing).
 
-What each paper says (``shared/papers``) and what the recipe does:
+What each paper says (cited in :mod:`fsr_metrics.paper_results`) and what the recipe does:
 
 - ``laat`` (LAAT, CelebA + Helen, x8): "we use MTCNN to crop the face region. After excluding images with a resolution
   smaller than 128x128, the image is resized to 128x128 ... about 178k images from CelebA, of which 177k images were
@@ -362,7 +362,7 @@ def _check_outputs(out, job, overwrite):
                          'another output folder.')
     if not overwrite or not present:
         return
-    job._models()  # every model and weight file loads before anything is deleted
+    job.load_models()  # every model and weight file loads before anything is deleted
     for p in present:
         if osp.isdir(p):
             shutil.rmtree(p)
@@ -398,9 +398,11 @@ def _run_recipe_locked(args, dataset, out, report_path, img_root, subsets, pool_
     pool = osp.join(out, 'pool')
     job_args = _copy_args(args, output=pool, overwrite=False)
     job = PrepareJob(job_args, img_root, pool_names)
+    job.announce = False  # its line would name OUT/pool/skipped.tsv, which goes away: the recipe's line names its copy
     _check_outputs(out, job, args.overwrite)  # the pool run itself resumes: with --overwrite the pool goes here
     job.run(_fault=_fault)
     shutil.copyfile(osp.join(pool, 'skipped.tsv'), osp.join(out, 'skipped.tsv'))
+    n_skipped = sum(1 for ln in open(osp.join(out, 'skipped.tsv')).read().split('\n')[1:] if ln)
     keys_by_source = {}
     for ln in open(osp.join(pool, 'manifest.jsonl')):
         e = json.loads(ln)
@@ -434,7 +436,7 @@ def _run_recipe_locked(args, dataset, out, report_path, img_root, subsets, pool_
     if not args.quiet:
         got = ', '.join(f'{s} {r["faces"]}' + (f' (paper: {r["paper"]})' if r['paper'] else '')
                         for s, r in result.items())
-        print(f'fsr-prepare --recipe {args.recipe} ({dataset}): {got} in {out} (skipped photos: '
+        print(f'fsr-prepare --recipe {args.recipe} ({dataset}): {got} in {out} ({n_skipped} photos skipped: '
               f'{osp.join(out, "skipped.tsv")}; protocol: {report_path})')
     return dict(report, status='done')
 

@@ -242,7 +242,8 @@ def test_paper_rows_beside_measured_rows(tmp_path, capsys):
     ])
     stdout = capsys.readouterr().out
     assert '## Beside the paper (tanet)' in stdout
-    # the FFHQ x4 TANet row of Table 2, as printed in the paper (tanet.txt): 32.61 / 0.8910 / 0.1590 / 0.8660
+    # the FFHQ x4 TANet row of Table 2, as printed in the paper (Wang et al., arXiv:2109.08174):
+    # 32.61 / 0.8910 / 0.1590 / 0.8660
     row = [line for line in stdout.splitlines() if line.startswith('| paper | Table 2 | FFHQ | TANet |')]
     assert len(row) == 1 and '| 32.61 | 0.8910 |' in row[0] and '0.1590' in row[0] and '0.8660' in row[0]
     assert not any('| paper |' in line and '| 28.62 |' in line for line in stdout.splitlines())  # x8 rows left out
