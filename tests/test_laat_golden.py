@@ -1,6 +1,6 @@
 """Golden tests for LAAT's defining equations (Li et al., IJCAI 2023, doi:10.24963/ijcai.2023/115): FIM (Fig. 3, and
-Table 3's variants), RSA eq. 7-12 (region scores, top-k, gather, region MHSA, scatter-add, both readings of eq. 12's up-sampling, every reduction
-over heads, Table 2's CSA), WFM eq. 17-19 (and Table 4's variants).
+Table 3's variants), RSA eq. 7-12 (region scores, top-k, gather, region MHSA, scatter-add, both readings of eq. 12's
+up-sampling, every reduction over heads, Table 2's CSA), WFM eq. 17-19 (and Table 4's variants).
 
 Each reference is the paper's equation written out in plain tensor code, float64, with Python loops over images, heads
 and regions; the module's weights are copied into it (``.weight`` / ``.bias`` tensors only, never a submodule's
