@@ -6,6 +6,7 @@ Usage::
     fsr-infer -i PHOTO_OR_FOLDER -o OUT --opt options/test_tanet_x4.yml --weights experiments/.../net_g_latest.pth
     fsr-infer -i PHOTO_OR_FOLDER -o OUT --net TANet --scale 4 --weights CKPT      # the paper configuration
     fsr-infer -i FOLDER_OF_ALIGNED_CROPS -o OUT --opt ... --weights CKPT --aligned
+    fsr-infer -i PHOTO_OR_FOLDER -o OUT --backend onnxruntime --weights tanet_x4.onnx   # a file of fsr-export
 
 Per photo: read (gray, RGB, RGBA, 8 or 16 bit; EXIF orientation applied), detect faces (5 landmarks), feed each face to
 the network with as little resampling as possible (:mod:`fsr_tools.face_geometry`: cut without resampling when its
@@ -18,7 +19,9 @@ Problems with one file (unreadable, no face, wrong size for ``--aligned``) skip 
 Everything else stops the run:
 
 - Before any work (exit status 2, one ``error:`` line naming the option or file and the fix): every number is checked
-  at parse time against its range (``RANGES``: ``--feather 5`` is refused, not a run that pastes nothing); the input
+  at parse time against its range (``RANGES``: ``--feather 5`` is refused, not a run that pastes nothing); the
+  options of ``--backend`` (onnxruntime: ``--weights`` a ``.onnx`` file of ``fsr-export``, ``--device`` auto or cpu,
+  no ``--param-key``; a fixed-shape file at its export size only; onnxruntime importable); the input
   must exist; the output path must not be the input, hold it, be a file or lie below one; the output folder must be new,
   empty, or one an earlier fsr-infer run made (its ``summary.json`` marks it), and a file there is replaced only when
   that run wrote it and it is unchanged (:class:`fsr_tools.infer_io.OutputFolder`): ``-i photos -o photos/sub`` with
@@ -44,6 +47,8 @@ import time
 
 from fsr_utils.safety import UsageError, float_range, int_range
 
+BACKENDS = ('torch', 'onnxruntime')  # fsr-infer --backend and FaceRestorer.load(backend=)
+
 # The valid range of every number fsr-infer and FaceRestorer take (checked at parse time, and by FaceRestorer).
 RANGES = dict(
     scale=dict(choices=(2, 4, 8, 16)),
@@ -57,6 +62,7 @@ RANGES = dict(
     detect_max_side=dict(minimum=32, maximum=1000000, integer=True),  # or 0: full size
     upscale=dict(minimum=1, maximum=16, integer=True),
     feather=dict(minimum=0., maximum=0.5),
+    onnx_threads=dict(minimum=1, maximum=1024, integer=True),
 )
 
 UPSCALE_HELP = (
@@ -125,16 +131,40 @@ def build_parser():
         help='output folder (restored photos, crops/, summary.json): a new or empty folder, or one an earlier '
         'fsr-infer run made (only its files are replaced); not the folder of the input photos')
     net = p.add_argument_group('network')
-    net.add_argument('--opt', help='BasicSR options file (network_g, scale, path:pretrain_network_g, param_key_g)')
-    net.add_argument('--net', help='registered network name with its paper configuration (PAPER_CONFIGS)')
+    net.add_argument(
+        '--opt',
+        help='BasicSR options file (network_g, scale, path:pretrain_network_g, param_key_g); optional with --backend '
+        "onnxruntime (then it gives the training data's HR size, zoom and LR kernel)")
+    net.add_argument(
+        '--net',
+        help='registered network name with its paper configuration (PAPER_CONFIGS); not needed with --backend '
+        'onnxruntime')
     net.add_argument(
         '--scale', type=_int('scale'), help='scale for --net: 2, 4, 8 or 16 (default 4); checked with --opt')
-    net.add_argument('--weights', help='checkpoint (BasicSR net_g_*.pth); default: path:pretrain_network_g of --opt')
+    net.add_argument(
+        '--weights',
+        help='checkpoint (BasicSR net_g_*.pth); default: path:pretrain_network_g of --opt. With --backend onnxruntime: '
+        'the .onnx file written by fsr-export')
+    net.add_argument(
+        '--backend',
+        choices=BACKENDS,
+        default='torch',
+        help='torch (default): build the network and load the checkpoint with PyTorch; onnxruntime: run the ONNX file '
+        'of fsr-export (--weights FILE.onnx) on the CPU (no --opt or --net needed; a fixed-shape file takes its export '
+        'size only)')
+    net.add_argument(
+        '--onnx-threads',
+        type=_int('onnx_threads'),
+        help="with --backend onnxruntime: onnxruntime's intra-op threads, 1-1024 (default: onnxruntime's, one per "
+        'physical core)')
     net.add_argument(
         '--param-key',
         help="key of the weights in the checkpoint (default: the options' param_key_g, "
         "else params_ema, else params)")
-    net.add_argument('--device', default='auto', help='auto (GPU when available), cpu, cuda or cuda:N')
+    net.add_argument(
+        '--device',
+        default='auto',
+        help='auto (GPU when available), cpu, cuda or cuda:N; with --backend onnxruntime: auto or cpu')
     net.add_argument(
         '--batch-size',
         type=_int('batch_size'),
@@ -214,6 +244,26 @@ def build_parser():
     return p
 
 
+def check_backend(args):
+    """The options that depend on ``--backend``, checked before any work (``UsageError``)."""
+    if args.backend == 'onnxruntime':
+        if args.device not in ('auto', 'cpu'):
+            raise UsageError(f'--device {args.device}: --backend onnxruntime runs on the CPU; use --device cpu or auto '
+                             '(or --backend torch for the GPU).')
+        if args.param_key:
+            raise UsageError(f'--param-key {args.param_key}: an ONNX file holds the weights it was exported with; '
+                             'drop --param-key (fsr-export --param-key chooses them).')
+        if not args.weights or not args.weights.lower().endswith('.onnx'):
+            raise UsageError('--backend onnxruntime runs an ONNX file: pass --weights FILE.onnx (written by '
+                             'fsr-export)' + (f', not {args.weights}.' if args.weights else '.'))
+    else:
+        if args.onnx_threads is not None:
+            raise UsageError('--onnx-threads sets the threads of --backend onnxruntime: add --backend onnxruntime or '
+                             'drop it.')
+        if args.weights and args.weights.lower().endswith('.onnx'):
+            raise UsageError(f'--weights {args.weights} is an ONNX file: add --backend onnxruntime to run it.')
+
+
 def setup(args):
     """The :class:`~fsr_tools.restorer.FaceRestorer` of the arguments; raises ``InferError`` on any problem."""
     from fsr_tools.restorer import FaceRestorer
@@ -237,7 +287,9 @@ def setup(args):
         detector=args.detector,
         detector_weights=args.detector_weights,
         min_face=args.min_face,
-        detect_max_side=args.detect_max_side)
+        detect_max_side=args.detect_max_side,
+        backend=args.backend,
+        onnx_threads=args.onnx_threads)
     info = dict(restorer.info, aligned=bool(args.aligned), detector=None if args.aligned else args.detector)
     return restorer, info
 
@@ -286,6 +338,7 @@ def main(argv=None):
     from fsr_utils.safety import FolderLock, check_output_path, error_exit, real
     lock = None
     try:
+        check_backend(args)
         inputs = find_inputs(args.input, args.output)
         check_output_path(args.output, '-o', inputs=[(args.input, '-i / --input')], allow_inside_inputs=True)
         rels = [rel for _, rel in inputs['photos']]
@@ -399,7 +452,8 @@ def print_summary(summary, out_dir):
         lines = [
             f'fsr-infer: {c["faces"]} face(s) in {c["restored_images"]} image(s) -> {out_dir} '
             f'({summary["seconds"]} s); '
-            f'output x{s["upscale"]}, network x{s["scale"]} on {s["lr_size"][0]}x{s["lr_size"][1]} LR faces'
+            f'output x{s["upscale"]}, network x{s["scale"]} on {s["lr_size"][0]}x{s["lr_size"][1]} LR faces' +
+            (f' (onnxruntime: {s.get("onnx_file")})' if s.get('backend') == 'onnxruntime' else '')
         ]
         if c['faces_cut']:
             lines.append(f'  {c["faces_cut"]} face(s) restored from the photo\'s own pixels (no resampling)')

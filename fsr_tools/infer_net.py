@@ -7,6 +7,8 @@
   and says what a checkpoint that does not fit is for (another network, configuration or scale).
 - :func:`run_network` runs a batch of LR crops, padded to the network's ``size_multiple`` as ``FSRModel`` does; an
   output with NaN or Inf values (activations that overflow) raises :class:`NonFiniteOutput`, never a clamped image.
+- :func:`load_onnx` opens a file written by ``fsr-export`` with onnxruntime (``--backend onnxruntime``): an
+  :class:`fsr_tools.export.OnnxNetwork`, called like the network by :func:`run_network`.
 - :func:`prepare_options_from` finds how the training data was made (``fsr-prepare``'s manifest beside the options'
   ``dataroot_gt``): HR size, template zoom, LR kernel.
 """
@@ -221,6 +223,34 @@ def run_network(net, lr, scale, device):
     if not bool(finite.all()):
         raise NonFiniteOutput(torch.nonzero(~finite).flatten().tolist())
     return out.clamp_(0, 1).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def load_onnx(path, threads=None):
+    """The ONNX file ``path`` (written by ``fsr-export``) as an :class:`fsr_tools.export.OnnxNetwork` run by
+    onnxruntime on the CPU with ``threads`` intra-op threads (None: onnxruntime's default).
+
+    Raises:
+        InferError: no file, not a ``.onnx`` file, onnxruntime missing, or a file onnxruntime cannot load.
+    """
+    if not path:
+        raise InferError('--backend onnxruntime: pass --weights FILE.onnx (a file written by fsr-export).')
+    if not str(path).lower().endswith('.onnx'):
+        raise InferError(f'--weights {path}: --backend onnxruntime runs an ONNX file written by fsr-export (a name '
+                         'ending in .onnx); export the checkpoint first (fsr-export ... -o FILE.onnx), or run it with '
+                         '--backend torch.')
+    if not os.path.isfile(path):
+        raise InferError(f'ONNX file {path} does not exist (--weights). Export one first: fsr-export --opt OPTIONS.yml '
+                         f'--weights CKPT -o {path}.')
+    from fsr_tools.export import OnnxNetwork
+    try:
+        return OnnxNetwork(path, threads=threads)
+    except ImportError:
+        raise InferError('--backend onnxruntime needs onnxruntime, which cannot be imported here: pip install '
+                         '"basicsr-fsr[export]" (or pip install onnxruntime), or use --backend torch.')
+    except Exception as e:  # onnxruntime's InvalidProtobuf / Fail for a broken file, ValueError for a missing scale
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ''
+        raise InferError(f'cannot load ONNX file {path} (--weights) with onnxruntime: {type(e).__name__}: '
+                         f'{first[:300]}. Expected a file written by fsr-export.')
 
 
 def resolve_device(name):

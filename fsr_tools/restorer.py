@@ -33,6 +33,7 @@ import time
 
 from fsr_tools.face_geometry import (blend_mask, cut_window, lr_template, make_lr, paste_warped, paste_window,
                                      pixel_scale, plan_face, warp_to_template)
+from fsr_tools.infer_cli import BACKENDS
 from fsr_tools.infer_io import InferError, SettingError, SkipImage, as_photo, max_value, to_rgb, to_uint8
 from fsr_tools.infer_net import NonFiniteOutput, run_network
 from fsr_utils.safety import UsageError, check_number
@@ -68,6 +69,66 @@ def detect_faces(detector, rgb, max_side):
         face['box'] = face['box'] * np.array([fx, fy, fx, fy], np.float32)
         face['landmarks'] = (face['landmarks'] + 0.5) * np.array([fx, fy], np.float32) - 0.5
     return faces
+
+
+def _size_text(size):
+    return f'{size[0]}x{size[1]}'
+
+
+def _load_onnx(opt, path, net, scale, device, param_key, hr_size, prep, prep_file, threads):
+    """``(OnnxNetwork, spec, device, hr_size, hr_size_source)`` of ``FaceRestorer.load(backend='onnxruntime')``; every
+    problem an :class:`InferError`."""
+    import torch
+
+    from fsr_tools.infer_net import DEFAULT_HR_SIZE, load_onnx, network_spec
+    if device not in ('auto', 'cpu'):
+        raise InferError(f'--device {device}: --backend onnxruntime runs on the CPU (onnxruntime\'s CPU execution '
+                         'provider): use --device cpu or auto, or --backend torch for the GPU.')
+    if param_key:
+        raise InferError(f'--param-key {param_key}: an ONNX file holds the weights it was exported with; drop '
+                         '--param-key (choose the weights when exporting: fsr-export --param-key).')
+    if threads is not None:
+        threads = _setting('onnx_threads', threads)
+    model = load_onnx(path, threads)
+    name = model.info.get('network') or 'unknown network (no fsr-export metadata)'
+    what = f'{path} holds {name} x{model.scale}'
+    if opt is not None:
+        spec = network_spec(opt, None, scale)
+        if (model.info.get('network') and spec['name'] != model.info['network']) or spec['scale'] != model.scale:
+            raise InferError(f'--opt is {spec["name"]} x{spec["scale"]}, but the ONNX file {what}: give the options '
+                             'file it was exported from (or leave --opt out).')
+    if net is not None and model.info.get('network') and net != model.info['network']:
+        raise InferError(f'--net {net}, but the ONNX file {what}: drop --net or give the file of {net}.')
+    if scale is not None and int(scale) != model.scale:
+        raise InferError(f'--scale {scale}, but the ONNX file {what}: drop --scale or export the x{scale} network.')
+    spec = dict(name=name, scale=model.scale, source=f'ONNX file {path}')
+    s = model.scale
+    if model.lr_size:  # fixed shape: the export size only
+        lr = tuple(model.lr_size)
+        fixed = (lr[0] * s, lr[1] * s)
+        asked, where = None, None
+        if hr_size:
+            asked, where = tuple(hr_size), '--hr-size'
+        elif prep.get('hr_size'):
+            asked, where = tuple(int(v) for v in prep['hr_size']), f"the options' dataset ({prep_file})"
+        if asked is not None and asked != fixed:
+            raise InferError(f'{where} gives HR faces of {_size_text(asked)}, but the ONNX file {path} was exported '
+                             f'for HR {_size_text(fixed)} only (fixed shape, LR {_size_text(lr)}): re-export it at '
+                             f'that size (fsr-export ... --hr-size {_size_text(asked)}) or with --dynamic' +
+                             (', or drop --hr-size.' if hr_size else '.'))
+        hr, hr_source = fixed, f'the ONNX file (fixed shape, LR {_size_text(lr)})'
+    elif hr_size:
+        hr, hr_source = tuple(hr_size), '--hr-size'
+    elif prep.get('hr_size'):
+        hr, hr_source = tuple(int(v) for v in prep['hr_size']), f"the options' dataset ({prep_file})"
+    else:
+        try:
+            hr = tuple(int(v) for v in model.info['hr_size'].split('x'))
+            assert len(hr) == 2
+            hr_source = "the ONNX file's export size (dynamic shape)"
+        except (KeyError, ValueError, AssertionError):
+            hr, hr_source = DEFAULT_HR_SIZE, f"default {_size_text(DEFAULT_HR_SIZE)} (fsr-prepare's)"
+    return model, spec, torch.device('cpu'), hr, hr_source
 
 
 class FaceRestorer:
@@ -159,35 +220,59 @@ class FaceRestorer:
              zoom=None,
              lr_kernel=None,
              check=True,
+             backend='torch',
+             onnx_threads=None,
              **settings):
         """Build the network from an options file (``opt``, a path) or a registered name + its paper configuration
         (``net``, ``scale``), load ``weights`` safely, and read the training data's HR size, template zoom and LR kernel
         from the options' dataset manifest unless given. Other keyword arguments go to :class:`FaceRestorer`.
 
+        With ``backend='onnxruntime'``, ``weights`` is an ONNX file written by ``fsr-export``, run by onnxruntime on the
+        CPU (``onnx_threads`` intra-op threads [1, 1024], default onnxruntime's): the file gives the network and its
+        scale (``opt`` and ``net`` are optional; given, they must name the same network and scale, and ``opt`` still
+        gives the training data's HR size, zoom and LR kernel). A fixed-shape file takes its export size only: a
+        different ``hr_size`` is refused (re-export at that size, or with ``--dynamic``); a dynamic file takes any
+        size, by default the options' dataset's, else its export size.
+
         Returns:
-            FaceRestorer: with ``info`` (dict) describing the network, weights and where each setting came from.
+            FaceRestorer: with ``info`` (dict) describing the network, weights, backend and where each setting came
+            from.
 
         Raises:
-            InferError: any problem with the options, the network, the weights or the device.
+            InferError: any problem with the options, the network, the weights, the ONNX file or the device.
         """
         from fsr_tools.infer_net import (DEFAULT_HR_SIZE, build_network, load_options, load_weights, network_spec,
                                          prepare_options_from, resolve_device)
         from fsr_utils import plugin
+        if backend not in BACKENDS:
+            raise InferError(f'backend must be one of {", ".join(BACKENDS)}, not {backend!r} (--backend).')
         plugin.load()
         opt_dict = load_options(opt) if opt else None
-        spec = network_spec(opt_dict, net, scale)
-        weights = weights or spec['weights']
-        dev = resolve_device(device)
-        model = build_network(spec)
-        key_used = load_weights(model, spec, weights, param_key or spec['param_key'])
-        model = model.to(dev).eval()
         prep, prep_file = prepare_options_from(opt_dict)
-        if hr_size:
-            hr, hr_source = tuple(hr_size), '--hr-size'
-        elif prep.get('hr_size'):
-            hr, hr_source = tuple(int(v) for v in prep['hr_size']), f"the options' dataset ({prep_file})"
+        onnx_file = None
+        if backend == 'onnxruntime':
+            model, spec, dev, hr, hr_source = _load_onnx(opt_dict, weights, net, scale, device, param_key, hr_size,
+                                                         prep, prep_file, onnx_threads)
+            onnx_file, key_used = weights, None
         else:
-            hr, hr_source = DEFAULT_HR_SIZE, f"default {DEFAULT_HR_SIZE[0]}x{DEFAULT_HR_SIZE[1]} (fsr-prepare's)"
+            if onnx_threads is not None:
+                raise InferError('onnx_threads (--onnx-threads) sets the threads of backend onnxruntime: drop it, or '
+                                 'run an ONNX file with --backend onnxruntime.')
+            spec = network_spec(opt_dict, net, scale)
+            weights = weights or spec['weights']
+            if weights and str(weights).lower().endswith('.onnx'):
+                raise InferError(f'--weights {weights} is an ONNX file: run it with --backend onnxruntime '
+                                 "(FaceRestorer.load(backend='onnxruntime')), or give the PyTorch checkpoint.")
+            dev = resolve_device(device)
+            model = build_network(spec)
+            key_used = load_weights(model, spec, weights, param_key or spec['param_key'])
+            model = model.to(dev).eval()
+            if hr_size:
+                hr, hr_source = tuple(hr_size), '--hr-size'
+            elif prep.get('hr_size'):
+                hr, hr_source = tuple(int(v) for v in prep['hr_size']), f"the options' dataset ({prep_file})"
+            else:
+                hr, hr_source = DEFAULT_HR_SIZE, f"default {DEFAULT_HR_SIZE[0]}x{DEFAULT_HR_SIZE[1]} (fsr-prepare's)"
         zoom = zoom if zoom is not None else float(prep.get('template_zoom') or 1.0)
         lr_kernel = lr_kernel or prep.get('lr_kernel') or 'matlab'
         restorer = cls(model, spec['scale'], hr, dev, zoom=zoom, lr_kernel=lr_kernel, **settings)
@@ -196,6 +281,7 @@ class FaceRestorer:
         restorer.info = dict(
             network=spec['name'],
             network_source=spec['source'],
+            backend=backend,
             scale=restorer.scale,
             weights=weights,
             param_key=key_used,
@@ -209,6 +295,12 @@ class FaceRestorer:
             scale_tol=restorer.scale_tol,
             roll_tol=restorer.roll_tol,
             restore_large_faces=restorer.restore_large)
+        if onnx_file:
+            restorer.info.update(
+                onnx_file=onnx_file,
+                onnx_shape='dynamic' if model.dynamic else 'fixed',
+                onnx_threads=onnx_threads,
+                exported_from=model.info.get('weights'))
         return restorer
 
     def check(self):
