@@ -13,10 +13,14 @@ Each piece lives here once so the per-paper ``*_arch.py`` files only hold what i
 - :class:`RCAB`: residual channel attention block (conv-ReLU-conv-CA + identity).
 - :func:`upsample_to`: the bicubic up-sampling that networks defined on a bicubic-upsampled input do internally.
 - :func:`check_divisible`: the shared input-size check that gives a clear error instead of a shape mismatch deep inside.
+- :func:`icnr_`: ICNR initialisation of a conv that feeds a pixel shuffle (Aitken et al. 2017).
+- :func:`matlab_bicubic_upsample`: MATLAB ``imresize``'s bicubic up-sampling (the data's and the benchmark's bicubic).
 
 The pixel-shuffle up-sampler and the plain residual block come from BasicSR (``basicsr.archs.arch_util.Upsample`` and
 ``ResidualBlockNoBN``) and are re-exported here so that every network imports its shared pieces from one place.
 """
+import functools
+import math
 import torch
 from basicsr.archs.arch_util import ResidualBlockNoBN, Upsample
 from torch import nn
@@ -24,7 +28,8 @@ from torch.nn import functional as F
 
 __all__ = [
     'ChannelAttention', 'SpatialAttention', 'HaarWT', 'HaarIWT', 'haar_wt', 'haar_iwt', 'LayerNorm2d',
-    'ConvSelfAttention', 'RCAB', 'Upsample', 'ResidualBlockNoBN', 'upsample_to', 'check_divisible'
+    'ConvSelfAttention', 'RCAB', 'Upsample', 'ResidualBlockNoBN', 'upsample_to', 'check_divisible', 'icnr_',
+    'matlab_bicubic_upsample'
 ]
 
 
@@ -252,3 +257,90 @@ def check_divisible(x, multiple, network, hint=''):
         raise ValueError(
             f'{network}: input size {h}x{w} is not supported: height must be a multiple of {mh} and width a '
             f'multiple of {mw}. {hint}'.strip())
+
+
+def icnr_(conv, upscale, init=None):
+    """ICNR initialisation (Aitken et al. 2017, "Checkerboard artifact free sub-pixel convolution") of a conv followed
+    by ``PixelShuffle(upscale)``, in place.
+
+    The conv's ``C * upscale**2`` output channels feed the ``upscale**2`` sub-pixel positions of the shuffle's ``C``
+    channels (output channel ``c * upscale**2 + i`` goes to position ``i`` of channel ``c``). ICNR draws one kernel per
+    shuffled channel (``init`` on a ``C``-output weight) and copies it, and the channel's bias, to its ``upscale**2``
+    sub-pixel positions, so at initialisation conv + shuffle equals the conv of nearest-neighbour up-sampling: no
+    checkerboard to unlearn.
+
+    Args:
+        conv (nn.Conv2d): The conv, with ``C * upscale**2`` output channels.
+        upscale (int): The shuffle's factor.
+        init (callable): Initialiser of the (C, C_in, k, k) sub-kernel. Default: ``nn.Conv2d``'s own
+            (``kaiming_uniform_`` with ``a = sqrt(5)``; the fan-in, and so the scale, is that of the whole weight).
+
+    Returns:
+        nn.Conv2d: ``conv``.
+    """
+    weight, bias, r2 = conv.weight, conv.bias, upscale**2
+    if weight.shape[0] % r2:
+        raise ValueError(f'icnr_: {weight.shape[0]} output channels are not a multiple of upscale**2 = {r2}.')
+    if init is None:
+        init = functools.partial(nn.init.kaiming_uniform_, a=math.sqrt(5))
+    sub = init(torch.empty((weight.shape[0] // r2, ) + tuple(weight.shape[1:]), dtype=weight.dtype))
+    with torch.no_grad():
+        weight.copy_(sub.repeat_interleave(r2, dim=0))
+        if bias is not None:
+            bias.copy_(bias[::r2].clone().repeat_interleave(r2))
+    return conv
+
+
+_MATLAB_MATRICES = {}
+
+
+def _matlab_cubic(x):
+    """MATLAB's ``cubic`` kernel (Keys, a = -0.5)."""
+    ax = x.abs()
+    return torch.where(ax <= 1, 1.5 * ax**3 - 2.5 * ax**2 + 1,
+                       torch.where(ax <= 2, -0.5 * ax**3 + 2.5 * ax**2 - 4 * ax + 2, torch.zeros_like(ax)))
+
+
+def _matlab_matrix(in_len, scale):
+    """(in_len * scale, in_len) matrix of MATLAB ``imresize``'s bicubic up-sampling along one axis (float64, CPU).
+
+    Output pixel i (1-based) sits at ``u = i / scale + 0.5 * (1 - 1 / scale)`` in input coordinates; the six input
+    pixels from ``floor(u - 2)`` on are weighted by the cubic kernel of their distance to u, the weights normalized to
+    sum 1, and indices outside the image are mirrored (``[1..n, n..1]`` repeated), as MATLAB does.
+    """
+    key = (in_len, scale)
+    if key not in _MATLAB_MATRICES:
+        # built on the CPU whatever the default device (a ``torch.device('meta')`` context would cache meta tensors)
+        cpu = torch.device('cpu')
+        out_len = in_len * scale
+        u = torch.arange(1, out_len + 1, dtype=torch.float64, device=cpu) / scale + 0.5 * (1 - 1 / scale)
+        taps = torch.floor(u - 2)[:, None] + torch.arange(6, dtype=torch.float64, device=cpu)[None]
+        weights = _matlab_cubic(u[:, None] - taps)
+        weights = weights / weights.sum(dim=1, keepdim=True)
+        mirror = torch.cat([torch.arange(in_len, device=cpu), torch.arange(in_len - 1, -1, -1, device=cpu)])
+        index = mirror[(taps.long() - 1) % (2 * in_len)]
+        matrix = torch.zeros(out_len, in_len, dtype=torch.float64, device=cpu)
+        matrix.scatter_add_(1, index, weights)
+        _MATLAB_MATRICES[key] = matrix
+    return _MATLAB_MATRICES[key]
+
+
+def matlab_bicubic_upsample(x, scale):
+    """Bicubic up-sampling by an integer ``scale`` as MATLAB's ``imresize`` (and BasicSR's ``imresize``) computes it.
+
+    This is the interpolation that made the LR training faces (``fsr-prepare``'s default) and the bicubic baseline of
+    ``fsr-benchmark``. It differs from ``F.interpolate(mode='bicubic')`` (:func:`upsample_to`) in its kernel (a = -0.5,
+    torch uses -0.75) and at the border (mirrored indices; torch repeats the edge pixel). Separable:
+    ``A_h @ x @ A_w^T``. (The same function as ``fsr_arch.aminet_arch.matlab_bicubic_upsample``, shared here.)
+
+    Args:
+        x (Tensor): (N, C, h, w).
+        scale (int): Integer up-sampling factor.
+
+    Returns:
+        Tensor: (N, C, h * scale, w * scale), same dtype and device as ``x``.
+    """
+    h, w = x.shape[-2:]
+    a_h = _matlab_matrix(h, scale).to(device=x.device, dtype=x.dtype)
+    a_w = _matlab_matrix(w, scale).to(device=x.device, dtype=x.dtype)
+    return a_h @ x @ a_w.transpose(0, 1)
