@@ -116,7 +116,7 @@ from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 from torch.nn import functional as F
 
-from fsr_arch.common import ConvSelfAttention, LayerNorm2d, check_divisible, upsample_to
+from fsr_arch.common import ConvSelfAttention, LayerNorm2d, check_divisible, matlab_bicubic_upsample, upsample_to
 
 __all__ = [
     'AMINet', 'LGFI', 'TransformerBlock', 'RDFE', 'FFN', 'FRM', 'Hourglass', 'SKAF', 'EDFF', 'matlab_bicubic_upsample',
@@ -390,60 +390,6 @@ class Upsample(nn.Module):
 
     def forward(self, x):
         return self.body(x)
-
-
-_MATLAB_MATRICES = {}
-
-
-def _matlab_cubic(x):
-    """MATLAB's ``cubic`` kernel (Keys, a = -0.5)."""
-    ax = x.abs()
-    return torch.where(ax <= 1, 1.5 * ax**3 - 2.5 * ax**2 + 1,
-                       torch.where(ax <= 2, -0.5 * ax**3 + 2.5 * ax**2 - 4 * ax + 2, torch.zeros_like(ax)))
-
-
-def _matlab_matrix(in_len, scale):
-    """(in_len * scale, in_len) matrix of MATLAB ``imresize``'s bicubic up-sampling along one axis (float64, CPU).
-
-    Output pixel i (1-based) sits at ``u = i / scale + 0.5 * (1 - 1 / scale)`` in input coordinates; the six input
-    pixels from ``floor(u - 2)`` on are weighted by the cubic kernel of their distance to u, the weights normalized to
-    sum 1, and indices outside the image are mirrored (``[1..n, n..1]`` repeated), as MATLAB does.
-    """
-    key = (in_len, scale)
-    if key not in _MATLAB_MATRICES:
-        # built on the CPU whatever the default device (a ``torch.device('meta')`` context would cache meta tensors)
-        cpu = torch.device('cpu')
-        out_len = in_len * scale
-        u = torch.arange(1, out_len + 1, dtype=torch.float64, device=cpu) / scale + 0.5 * (1 - 1 / scale)
-        taps = torch.floor(u - 2)[:, None] + torch.arange(6, dtype=torch.float64, device=cpu)[None]
-        weights = _matlab_cubic(u[:, None] - taps)
-        weights = weights / weights.sum(dim=1, keepdim=True)
-        mirror = torch.cat([torch.arange(in_len, device=cpu), torch.arange(in_len - 1, -1, -1, device=cpu)])
-        index = mirror[(taps.long() - 1) % (2 * in_len)]
-        matrix = torch.zeros(out_len, in_len, dtype=torch.float64, device=cpu)
-        matrix.scatter_add_(1, index, weights)
-        _MATLAB_MATRICES[key] = matrix
-    return _MATLAB_MATRICES[key]
-
-
-def matlab_bicubic_upsample(x, scale):
-    """Bicubic up-sampling by an integer ``scale`` as MATLAB's ``imresize`` (and BasicSR's ``imresize``) computes it.
-
-    This is the interpolation that made the LR training faces (``fsr-prepare``'s default) and the bicubic baseline of
-    ``fsr-benchmark``. It differs from ``F.interpolate(mode='bicubic')`` in its kernel (a = -0.5, torch uses -0.75) and
-    at the border (mirrored indices; torch repeats the edge pixel). Separable: ``A_h @ x @ A_w^T``.
-
-    Args:
-        x (Tensor): (N, C, h, w).
-        scale (int): Integer up-sampling factor.
-
-    Returns:
-        Tensor: (N, C, h * scale, w * scale), same dtype and device as ``x``.
-    """
-    h, w = x.shape[-2:]
-    a_h = _matlab_matrix(h, scale).to(device=x.device, dtype=x.dtype)
-    a_w = _matlab_matrix(w, scale).to(device=x.device, dtype=x.dtype)
-    return a_h @ x @ a_w.transpose(0, 1)
 
 
 @ARCH_REGISTRY.register()

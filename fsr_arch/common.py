@@ -23,6 +23,7 @@ import functools
 import math
 import torch
 from basicsr.archs.arch_util import ResidualBlockNoBN, Upsample
+from contextlib import nullcontext
 from torch import nn
 from torch.nn import functional as F
 
@@ -325,22 +326,38 @@ def _matlab_matrix(in_len, scale):
     return _MATLAB_MATRICES[key]
 
 
+_MATRICES_ON = {}
+
+
+def _matrix_on(in_len, scale, device, dtype):
+    """:func:`_matlab_matrix` on ``device`` in ``dtype``, cached (a copy to the GPU per forward would cost a sync)."""
+    key = (in_len, scale, str(device), dtype)
+    if key not in _MATRICES_ON:
+        _MATRICES_ON[key] = _matlab_matrix(in_len, scale).to(device=device, dtype=dtype)
+    return _MATRICES_ON[key]
+
+
 def matlab_bicubic_upsample(x, scale):
     """Bicubic up-sampling by an integer ``scale`` as MATLAB's ``imresize`` (and BasicSR's ``imresize``) computes it.
 
     This is the interpolation that made the LR training faces (``fsr-prepare``'s default) and the bicubic baseline of
     ``fsr-benchmark``. It differs from ``F.interpolate(mode='bicubic')`` (:func:`upsample_to`) in its kernel (a = -0.5,
     torch uses -0.75) and at the border (mirrored indices; torch repeats the edge pixel). Separable:
-    ``A_h @ x @ A_w^T``. (The same function as ``fsr_arch.aminet_arch.matlab_bicubic_upsample``, shared here.)
+    ``A_h @ x @ A_w^T``. Used by AMINet and W-Net.
 
     Args:
         x (Tensor): (N, C, h, w).
         scale (int): Integer up-sampling factor.
 
     Returns:
-        Tensor: (N, C, h * scale, w * scale), same dtype and device as ``x``.
+        Tensor: (N, C, h * scale, w * scale) on the device of ``x``: float64 for float64 input, float32 otherwise
+        (also under autocast).
     """
     h, w = x.shape[-2:]
-    a_h = _matlab_matrix(h, scale).to(device=x.device, dtype=x.dtype)
-    a_w = _matlab_matrix(w, scale).to(device=x.device, dtype=x.dtype)
-    return a_h @ x @ a_w.transpose(0, 1)
+    dtype = x.dtype if x.dtype == torch.float64 else torch.float32
+    # fp32 under autocast too: the base image of a global residual is not worth bf16's 3 significant digits
+    off = torch.autocast(
+        x.device.type, enabled=False) if torch.amp.is_autocast_available(x.device.type) else nullcontext()
+    with off:
+        a_h, a_w = _matrix_on(h, scale, x.device, dtype), _matrix_on(w, scale, x.device, dtype)
+        return (a_h @ x.to(dtype) @ a_w.transpose(0, 1)).to(x.dtype if x.dtype == torch.float64 else torch.float32)

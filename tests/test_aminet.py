@@ -657,9 +657,26 @@ def test_tiny_training_loss_falls(tmp_path):
 def test_matlab_matrices_built_under_a_meta_context_serve_real_tensors_later():
     """The cached interpolation matrices are built on the CPU even inside ``torch.device('meta')`` (the option-file
     tests build networks there); a later real forward must not find meta tensors in the cache."""
-    from fsr_arch import aminet_arch
-    aminet_arch._MATLAB_MATRICES.pop((5, 3), None)
+    from fsr_arch import common
+    common._MATLAB_MATRICES.pop((5, 3), None)
+    for key in [k for k in common._MATRICES_ON if k[:2] == (5, 3)]:
+        common._MATRICES_ON.pop(key)
     with torch.device('meta'):
         matlab_bicubic_upsample(torch.rand(1, 1, 5, 5), 3)
     out = matlab_bicubic_upsample(torch.ones(1, 1, 5, 5), 3)
     torch.testing.assert_close(out, torch.ones(1, 1, 15, 15))  # the weights of each output pixel sum to 1
+
+
+def test_matlab_bicubic_upsample_is_fp32_under_autocast_and_cached_per_device():
+    """Issue 25: the base image of AMINet's (and W-Net's) global residual stays fp32 under bf16 autocast, and the
+    interpolation matrices are not copied to the device at every forward."""
+    from fsr_arch import common
+    x = rand(1, 3, 6, 5).float()
+    ref = matlab_bicubic_upsample(x.double(), 4)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        got = matlab_bicubic_upsample(x, 4)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got.double(), ref, rtol=0, atol=1e-6)  # bf16 matmuls would be off by ~1e-2
+    first = common._matrix_on(6, 4, x.device, torch.float32)
+    matlab_bicubic_upsample(x, 4)
+    assert common._matrix_on(6, 4, x.device, torch.float32) is first
