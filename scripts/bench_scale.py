@@ -6,7 +6,7 @@ wall-clock figures drop when other processes compete for the cores, the CPU-seco
 
     python scripts/bench_scale.py build   --n 100000 --image-format bmp --workdir DIR [--hr-size 128] [--keep]
     python scripts/bench_scale.py loader  --data SET --workers 1 2 4 [--samples 4000] [--scale 4]
-    python scripts/bench_scale.py gpu     --per-core RATE [--tflops 400 --util 0.30 0.35 0.40]
+    python scripts/bench_scale.py gpu     --per-core RATE --per-core-masks RATE [--tflops 400 --util 0.3 0.35 0.4]
     python scripts/bench_scale.py metrics --data SET --faces 1000 [--net LABEL=CKPT,OPT.yml]
     python scripts/bench_scale.py val     --train SET --val SET --workdir DIR [--iters 30 --val-freq 10]
 
@@ -17,10 +17,11 @@ wall-clock figures drop when other processes compete for the cores, the CPU-seco
 - gpu: what one GPU consumes when training the paper configurations (their option files: network and gt_size),
   estimated from FLOPs (torch's FlopCounterMode, as fsr-speed) at a stated GPU throughput and utilisation, training =
   3x the forward FLOPs (W-Net with its memory saving: x1.52 more, options/train_wnet_x4.yml); and how many loader
-  cores that takes per GPU at the ``--per-core`` samples/s measured by ``loader``.
+  cores that takes per GPU at the samples/s per core measured by ``loader`` (``--per-core``: LR/HR only;
+  ``--per-core-masks``: with the W-Net masks and binary maps).
 - metrics: seconds per face of each metric of fsr-benchmark (PSNR, SSIM, VIF, ID, LMD, NIQE-set; the same functions
   MetricSuite calls), of bicubic and of a network; fsr-benchmark itself has no per-metric timing.
-- val: a BasicSR validation during ``fsr-train`` (the demo W-Net, val on a scale set), timed from the training log:
+- val: a BasicSR validation during ``fsr-train`` (a demo network, val on a scale set), timed from the training log:
   seconds per validation and per training iteration.
 """
 import argparse
@@ -117,13 +118,39 @@ def wnet_dataset_opt(data, scale, size=128):
         return_component_masks=True)
 
 
+class Uint8Masks:
+    """FSRFaceDataset whose float maps (``masks``, ``parsing_bin_gt``) leave the worker as uint8: what returning them
+    as uint8 from the dataset (float on the device) would save in the hand-off to the main process and the collation
+    (the float maps are still made here, so the saving of making them as uint8 is not counted)."""
+
+    def __init__(self, ds):
+        self.ds = ds
+
+    def __len__(self):
+        return len(self.ds)
+
+    def __getitem__(self, i):
+        import torch
+        d = self.ds[i]
+        d['masks'] = d['masks'].to(torch.uint8)
+        d['parsing_bin_gt'] = d['parsing_bin_gt'].mul(255).round_().to(torch.uint8)
+        return d
+
+
 def cmd_loader(args):
     import torch
 
     from fsr_data.face_dataset import FSRFaceDataset
     torch.set_num_threads(1)
-    ds = FSRFaceDataset(wnet_dataset_opt(args.data, args.scale))
-    print(f'FSRFaceDataset on {args.data} ({len(ds)} faces), batch 16, shuffled, gt 128, masks + binary maps, '
+    opt = wnet_dataset_opt(args.data, args.scale, args.size)
+    if args.no_masks:  # LR/HR only, as the other networks read them
+        for key in ('dataroot_parsing', 'return_binary_parsing', 'return_component_masks'):
+            opt.pop(key)
+    ds = FSRFaceDataset(opt)
+    what = 'LR/HR only' if args.no_masks else 'masks + binary maps'
+    if args.masks_uint8:
+        ds, what = Uint8Masks(ds), what + ' sent as uint8'
+    print(f'FSRFaceDataset on {args.data} ({len(ds)} faces), batch 16, shuffled, gt {args.size}, {what}, '
           f'hflip; {args.samples} samples timed after {args.warmup} warm-up batches per case')
     print('\n| workers | samples/s | worker CPU ms/sample | main CPU ms/sample | samples per worker-CPU-second |')
     print('|---:|---:|---:|---:|---:|')
@@ -144,6 +171,8 @@ def cmd_loader(args):
             count += batch['gt'].shape[0]
         wall = time.perf_counter() - t0
         wcpu, mcpu = _cpu_of(pids) - c0, time.process_time() - m0
+        if w == 0:  # no workers: this process loads the samples
+            wcpu = mcpu
         del it, loader
         rows.append(dict(workers=w, rate=count / wall, worker_ms=1e3 * wcpu / count, main_ms=1e3 * mcpu / count))
         print(
@@ -156,7 +185,8 @@ def cmd_loader(args):
 
 # ---------------------------------------------------------------------------------------------------------------- gpu
 PAPER_FILES = ('train_laat_x4', 'train_laat_x8', 'train_aminet_x4', 'train_aminet_x8', 'train_tanet_x4',
-               'train_tanet_x8', 'train_tanet_ffhq_x4', 'train_tanet_ffhq_x8', 'train_wnet_x4', 'train_wnet_x8')
+               'train_tanet_x8', 'train_tanet_ffhq_x4', 'train_tanet_ffhq_x8', 'train_wnet_x4', 'train_wnet_x8',
+               'train_wnet_x4_mode2')
 WNET_SAVING = 1.52  # options/train_wnet_x4.yml: the memory saving costs +52% FLOPs per training step
 
 
@@ -172,11 +202,13 @@ def cmd_gpu(args):
     print(f'GPU: {args.tflops:g} TFLOP/s (dense bf16, e.g. H100 SXM ~ 990 spec, ~400 sustained by large GEMMs) at '
           f'{", ".join(f"{u:.0%}" for u in args.util)} utilisation; training step = 3 x forward FLOPs (forward + '
           f'backward of activations and weights){"; W-Net x" + str(WNET_SAVING) + " for its memory saving"}; '
-          f'loader: {args.per_core:g} samples/s per worker core (bench_scale.py loader)\n')
+          f'loader: {args.per_core:g} samples/s per worker core for LR/HR, {args.per_core_masks:g} with the W-Net '
+          'masks and binary maps (bench_scale.py loader); loader cores at the middle utilisation\n')
     head = ' | '.join(f'img/s per GPU at {u:.0%}' for u in args.util)
     print(f'| option file | gt | fwd GFLOPs/face | train GFLOPs/face | {head} | loader cores per GPU | loader cores '
           'for 8 GPUs |')
     print('|---|---|---:|---:|' + '---:|' * len(args.util) + '---:|---:|')
+    val_rows = []
     for name in args.files:
         opt = yaml.safe_load(open(osp.join(ROOT, 'options', name + '.yml')))
         g = dict(opt['network_g'])
@@ -190,12 +222,62 @@ def cmd_gpu(args):
         train = 3 * fwd * (WNET_SAVING if g.get('use_checkpoint') else 1)
         rates = [args.tflops * 1e3 * u / train for u in args.util]
         mid = rates[len(rates) // 2]
+        masks = opt['datasets']['train'].get('return_component_masks', False)
+        core = args.per_core_masks if masks else args.per_core
         print(
             f'| {name} | {h}x{w} | {fwd:.1f} | {train:.0f} | ' + ' | '.join(f'{r:.0f}' for r in rates) +
-            f' | {mid / args.per_core:.1f} | {8 * mid / args.per_core:.1f} |',
+            f' | {mid / core:.1f}{" (masks)" if masks else ""} | {8 * mid / core:.1f} |',
             flush=True)
+        val_rows.append(validation_share(args, name, opt, fwd * 1e9 / (h * w), mid))
         del net
+    util = args.util[len(args.util) // 2]
+    print(f'\nValidation during training (BasicSR validates on rank 0 only, one face at a time: the other GPUs wait): '
+          f'{args.val_ms:g} ms of CPU per 128x128 validation face for PSNR + SSIM and the conversions (bench_scale.py '
+          f'metrics; scaled with the face area), plus its forward on the GPU at {util:.0%}; the training between two '
+          'validations at the middle img/s above; a total batch smaller than the GPU count leaves GPUs idle.\n')
+    print('| option file | validates every | train faces between | val faces | val s | train s, 1 GPU | share, 1 GPU | '
+          'train s, 8 GPUs | share, 8 GPUs |')
+    print('|---|---|---:|---:|---:|---:|---:|---:|---:|')
+    for r in val_rows:
+        print(
+            f'| {r["name"]} | {r["every"]} | {r["faces"]:,} | {r["n_val"]} | {r["val_s"]:.1f} | {r["train_s"][0]:.0f} '
+            f'| {r["share"][0]:.1%} | {r["train_s"][1]:.0f} | {r["share"][1]:.1%} |')
     return 0
+
+
+# training faces per epoch and validation faces of each paper file (fsr_data/recipes.py: the recipe's train and val
+# counts; LAAT and AMINet validate on their 1,000 test faces) and the size of the validation faces
+TRAIN_VAL = {
+    'laat': (168_854, 1000, (128, 128)),
+    'aminet': (18_000, 1000, (128, 128)),
+    'tanet': (3_800, 100, (216, 176)),
+    'tanet_ffhq': (3_800, 100, (256, 256)),
+    'wnet': (168_854, 100, (128, 128)),
+}
+
+
+def validation_share(args, name, opt, flops_per_pixel, rate):
+    """Seconds of one validation and of the training between two, on 1 and 8 GPUs (see cmd_gpu's note)."""
+    key = name.replace('train_', '').rsplit('_x', 1)[0]
+    n_train, n_val, (vh, vw) = TRAIN_VAL[key]
+    batch = opt['datasets']['train']['total_batch_size']
+    v = opt['val']
+    if 'val_freq_epochs' in v:
+        faces, every = v['val_freq_epochs'] * n_train, f'{v["val_freq_epochs"]} epoch(s) of {n_train:,}'
+    else:
+        faces, every = int(v['val_freq']) * batch, f'{int(v["val_freq"]):,} iterations of {batch}'
+    util = args.util[len(args.util) // 2]
+    per_face = args.val_ms / 1e3 * vh * vw / 128**2 + flops_per_pixel * vh * vw / (args.tflops * 1e12 * util)
+    val_s = n_val * per_face
+    train_s = [faces / (rate * min(g, batch)) for g in (1, 8)]
+    return dict(
+        name=name,
+        every=every,
+        faces=faces,
+        n_val=n_val,
+        val_s=val_s,
+        train_s=train_s,
+        share=[val_s / (t + val_s) for t in train_s])
 
 
 # ------------------------------------------------------------------------------------------------------------ metrics
@@ -230,9 +312,8 @@ def cmd_metrics(args):
     for name, hr, _ in faces:
         rgb = dl.to_rgb(hr)
         box = timed('HR face box (dlib HOG, once per face)', dl.face_box, rgb)
-        hr_side[name] = (box,
-                         timed('HR descriptor + 68 landmarks (once per face)', lambda:
-                               (dl.descriptor(rgb, box), dl.landmarks68(rgb, box)))())
+        desc = timed('HR descriptor (once per face)', dl.descriptor, rgb, box)
+        hr_side[name] = (box, (desc, timed('HR 68 landmarks (once per face)', dl.landmarks68, rgb, box)))
     methods = [('Bicubic', None)]
     if args.net:
         spec = bm.parse_net_specs([], [args.net], args.scale)[0]
@@ -275,13 +356,14 @@ LOG_TIME = re.compile(r'^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO: (.*)$')
 
 def val_options(args, name):
     import yaml
-    opt = yaml.safe_load(open(osp.join(ROOT, 'options', 'demo', 'train_wnet_demo_x4.yml')))
+    opt = yaml.safe_load(open(osp.join(ROOT, 'options', 'demo', f'train_{args.net}_demo_x4.yml')))
     opt['name'] = name
     tr, va = opt['datasets']['train'], opt['datasets']['val']
     for d, root in ((tr, args.train), (va, args.val)):
         d['dataroot_gt'] = osp.join(root, 'hr.lmdb')
         d['dataroot_lq'] = osp.join(root, 'lr_x4.lmdb')
-        d['dataroot_parsing'] = osp.join(root, 'parsing.lmdb')
+        if 'dataroot_parsing' in d:
+            d['dataroot_parsing'] = osp.join(root, 'parsing.lmdb')
     opt['train']['total_iter'] = args.iters
     opt['val']['val_freq'] = args.val_freq
     opt['logger']['print_freq'] = 1
@@ -321,7 +403,8 @@ def cmd_val(args):
     exe = shutil.which('fsr-train') or 'fsr-train'
     cmd = [exe, '-opt', path]
     print(
-        '$ ' + ' '.join(cmd) + f'   (in {args.workdir}; the demo W-Net, train on {args.train}, val on {args.val})',
+        '$ ' + ' '.join(cmd) + f'   (in {args.workdir}; options/demo/train_{args.net}_demo_x4.yml, train on '
+        f'{args.train}, val on {args.val})',
         flush=True)
     before = load_text()
     t = time.perf_counter()
@@ -362,12 +445,27 @@ def build_parser():
     lo.add_argument('--data', required=True)
     lo.add_argument('--scale', type=int_range(choices=[4, 8]), default=4)
     lo.add_argument('--workers', type=int_range(0, 64), nargs='+', default=[1, 2, 4])
+    lo.add_argument('--size', type=int_range(8, 1024), default=128, help='gt_size (the whole face at 128)')
     lo.add_argument('--samples', type=int_range(16), default=4000)
+    lo.add_argument('--no-masks', action='store_true', help='LR/HR only (no parsing maps, masks, binary maps)')
+    lo.add_argument(
+        '--masks-uint8', action='store_true', help='send masks and binary maps as uint8 (a proposed dataset change)')
     lo.add_argument('--warmup', type=int_range(1), default=5, help='batches before the timing starts')
     g = sub.add_parser('gpu', help='GPU training images/s from FLOPs, and loader cores per GPU')
-    g.add_argument('--per-core', type=float_range(0, min_open=True), required=True, help='loader samples/s per core')
+    g.add_argument(
+        '--per-core', type=float_range(0, min_open=True), required=True, help='loader samples/s per core, LR/HR')
+    g.add_argument(
+        '--per-core-masks',
+        type=float_range(0, min_open=True),
+        required=True,
+        help='loader samples/s per core with masks and binary maps (the W-Net files)')
     g.add_argument('--tflops', type=float_range(0, min_open=True), default=400.0)
     g.add_argument('--util', type=float_range(0, 1, min_open=True), nargs='+', default=[0.30, 0.35, 0.40])
+    g.add_argument(
+        '--val-ms',
+        type=float_range(0, min_open=True),
+        default=6.0,
+        help='CPU ms per 128x128 validation face (PSNR + SSIM + conversions; bench_scale.py metrics)')
     g.add_argument('--files', nargs='+', default=list(PAPER_FILES), help='option files (options/<name>.yml)')
     m = sub.add_parser('metrics', help='seconds per face per metric of fsr-benchmark')
     m.add_argument('--data', required=True)
@@ -378,6 +476,7 @@ def build_parser():
     v.add_argument('--train', required=True)
     v.add_argument('--val', required=True)
     v.add_argument('--workdir', required=True)
+    v.add_argument('--net', choices=['wnet', 'tanet', 'laat', 'aminet'], default='wnet', help='demo network')
     v.add_argument('--iters', type=int_range(2), default=30)
     v.add_argument('--val-freq', type=int_range(1), default=10)
     return p

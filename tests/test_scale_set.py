@@ -205,3 +205,43 @@ def test_a_failure_during_the_work_removes_the_output(tmp_path, monkeypatch, cap
     assert mod.main(['300', '-o', str(out), '--hr-size', '32', '--scales', '4', '--workers', '1', '--quiet']) == 1
     assert 'planted failure' in capsys.readouterr().err
     assert not out.exists() and os.listdir(tmp_path / 'sub') == []
+
+
+# ------------------------------------------------------------------------------------------ scripts/bench_scale.py
+BENCH = os.path.join(REPO_ROOT, 'scripts', 'bench_scale.py')
+
+
+def load_bench():
+    spec = importlib.util.spec_from_file_location('bench_scale', BENCH)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_bench_val_log_parser(tmp_path):
+    """Step and validation times from a BasicSR log (its line format); validations after a save are left out."""
+    lines = [
+        '2026-12-06 09:49:09,000 INFO: [x..][epoch:  0, iter:       9, lr:(1.000e-03,)] [eta: 0:00:03, time (data): '
+        '0.231 (0.006)] l_pix: 4.2e-02', '2026-12-06 09:49:09,250 INFO: [x..][epoch:  0, iter:      10, lr:(1.0e-03,)] '
+        '[eta: 0:00:03, time (data): 0.231 (0.006)] l_pix: 3.9e-02',
+        '2026-12-06 09:49:14,000 INFO: Validation demo_test', '\t # psnr: 24.1',
+        '2026-12-06 09:49:14,100 INFO: [x..][epoch:  0, iter:      11, lr:(1.0e-03,)] l_pix: 3e-02',
+        '2026-12-06 09:49:14,400 INFO: [x..][epoch:  0, iter:      12, lr:(1.0e-03,)] l_pix: 3e-02',
+        '2026-12-06 09:49:14,500 INFO: Saving models and training states.',
+        '2026-12-06 09:49:20,000 INFO: Validation demo_test'
+    ]
+    log = tmp_path / 'train.log'
+    log.write_text('\n'.join(lines) + '\n')
+    steps, vals = load_bench().parse_val_log(str(log))
+    assert steps == pytest.approx([0.25, 0.3], abs=1e-6)  # 9->10 and 11->12; not 10->val, val->11
+    assert vals == pytest.approx([4.75], abs=1e-6)
+
+
+def test_bench_loader_runs_on_a_scale_set(scale_set):
+    cmd = [sys.executable, BENCH, 'loader', '--data', str(scale_set), '--workers', '0', '1', '--samples', '64']
+    proc = run_command(cmd + ['--warmup', '1', '--size', str(HR)], REPO_ROOT, timeout=300)
+    rows = [ln for ln in proc.stdout.splitlines() if ln.startswith('| 0 |') or ln.startswith('| 1 |')]
+    assert len(rows) == 2, proc.stdout
+    rates = [float(r.split('|')[2]) for r in rows]
+    assert all(r > 0 for r in rates)
+    assert f'({N} faces)' in proc.stdout and 'load average' in proc.stdout
