@@ -7,7 +7,9 @@ wall-clock figures drop when other processes compete for the cores, the CPU-seco
     python scripts/bench_scale.py build   --n 100000 --image-format bmp --workdir DIR [--hr-size 128] [--keep]
     python scripts/bench_scale.py loader  --data SET --workers 1 2 4 [--samples 4000] [--scale 4]
     python scripts/bench_scale.py gpu     --per-core RATE --per-core-masks RATE [--tflops 400 --util 0.3 0.35 0.4]
+    python scripts/bench_scale.py lr      --data SET [--faces 256]
     python scripts/bench_scale.py metrics --data SET --faces 1000 [--net LABEL=CKPT,OPT.yml]
+    python scripts/bench_scale.py dlib    --data SET [--faces 64]
     python scripts/bench_scale.py val     --train SET --val SET --workdir DIR [--iters 30 --val-freq 10]
 
 - build: runs make_scale_set.py and reports its time (wall, CPU) and bytes per LMDB, projected linearly to CelebA's
@@ -19,8 +21,11 @@ wall-clock figures drop when other processes compete for the cores, the CPU-seco
   3x the forward FLOPs (W-Net with its memory saving: x1.52 more, options/train_wnet_x4.yml); and how many loader
   cores that takes per GPU at the samples/s per core measured by ``loader`` (``--per-core``: LR/HR only;
   ``--per-core-masks``: with the W-Net masks and binary maps).
+- lr: CPU ms per face of fsr-prepare's ``make_lr`` (BasicSR's imresize, one face at a time) and of the batched
+  version in make_scale_set.py (same bytes).
 - metrics: seconds per face of each metric of fsr-benchmark (PSNR, SSIM, VIF, ID, LMD, NIQE-set; the same functions
   MetricSuite calls), of bicubic and of a network; fsr-benchmark itself has no per-metric timing.
+- dlib: dlib's face descriptor (ID, the dominant metric) one face at a time vs one batch call.
 - val: a BasicSR validation during ``fsr-train`` (a demo network, val on a scale set), timed from the training log:
   seconds per validation and per training iteration.
 """
@@ -280,6 +285,35 @@ def validation_share(args, name, opt, flops_per_pixel, rate):
         share=[val_s / (t + val_s) for t in train_s])
 
 
+# ----------------------------------------------------------------------------------------------------------------- lr
+def cmd_lr(args):
+    """CPU ms per face of fsr-prepare's make_lr (one face at a time) and of make_scale_set.py's batched version."""
+    import numpy as np
+    import torch
+
+    from fsr_data.lmdb_io import read_lmdb_images
+    from fsr_data.prepare import make_lr
+    torch.set_num_threads(1)
+    sys.path.insert(0, osp.join(ROOT, 'scripts'))
+    from make_scale_set import matlab_lr_batch
+    imgs = read_lmdb_images(osp.join(args.data, 'hr.lmdb'))
+    hr = np.stack([imgs[k] for k in sorted(imgs)[:args.faces]])
+    print(f'{len(hr)} HR faces {hr.shape[1]}x{hr.shape[2]} of {args.data}; CPU ms per face (torch threads 1)\n')
+    print('| scale | make_lr, face by face | matlab_lr_batch, one batch | same bytes |')
+    print('|---:|---:|---:|---|')
+    for s in (4, 8):
+        make_lr(hr[0], s), matlab_lr_batch(hr[:2], s)  # warm-up
+        t = time.process_time()
+        ref = np.stack([make_lr(x, s) for x in hr])
+        t1 = time.process_time() - t
+        t = time.process_time()
+        out = matlab_lr_batch(hr, s)
+        t2 = time.process_time() - t
+        print(f'| x{s} | {1e3 * t1 / len(hr):.2f} | {1e3 * t2 / len(hr):.2f} | {np.array_equal(ref, out)} |')
+    print(f'\n{load_text()}')
+    return 0
+
+
 # ------------------------------------------------------------------------------------------------------------ metrics
 def cmd_metrics(args):
     import numpy as np
@@ -347,6 +381,31 @@ def cmd_metrics(args):
             print(f'| {k} | {1e3 * timers[k] / n:.2f} | |')
     print(f'| all metrics, one method (HR side included) | {1e3 * total:.2f} | 100% |')
     print(f'\n{load_text()}')
+    return 0
+
+
+def cmd_dlib(args):
+    """dlib's face descriptor (the ID metric) one face at a time vs dlib's batch call, CPU ms per face."""
+    import dlib
+    import numpy as np
+
+    from fsr_data.lmdb_io import read_lmdb_images
+    from fsr_metrics.face_metric import get_dlib
+    imgs = read_lmdb_images(osp.join(args.data, 'hr.lmdb'))
+    dl = get_dlib()
+    rgbs = [dl.to_rgb(imgs[k]) for k in sorted(imgs)[:args.faces]]
+    shapes = [dl.sp5(r, dl.face_box(r)) for r in rgbs]
+    dl.rec.compute_face_descriptor(rgbs[0], shapes[0])  # warm-up
+    t = time.process_time()
+    one = np.array([np.array(dl.rec.compute_face_descriptor(r, s)) for r, s in zip(rgbs, shapes)])
+    t1 = time.process_time() - t
+    t = time.process_time()
+    batch = dl.rec.compute_face_descriptor(rgbs, [dlib.full_object_detections([s]) for s in shapes])
+    t2 = time.process_time() - t
+    same = np.allclose(one, np.array([np.array(d[0]) for d in batch]), atol=1e-6)
+    print(f'dlib {dlib.__version__} (CUDA {dlib.DLIB_USE_CUDA}, AVX {dlib.USE_AVX_INSTRUCTIONS}), {len(rgbs)} faces: '
+          f'one at a time {1e3 * t1 / len(rgbs):.1f} ms CPU/face, one batch call {1e3 * t2 / len(rgbs):.1f} ms '
+          f'CPU/face, same descriptors: {same}; {load_text()}')
     return 0
 
 
@@ -467,11 +526,17 @@ def build_parser():
         default=6.0,
         help='CPU ms per 128x128 validation face (PSNR + SSIM + conversions; bench_scale.py metrics)')
     g.add_argument('--files', nargs='+', default=list(PAPER_FILES), help='option files (options/<name>.yml)')
+    lr = sub.add_parser('lr', help="fsr-prepare's make_lr vs the batched MATLAB bicubic")
+    lr.add_argument('--data', required=True)
+    lr.add_argument('--faces', type=int_range(1), default=256)
     m = sub.add_parser('metrics', help='seconds per face per metric of fsr-benchmark')
     m.add_argument('--data', required=True)
     m.add_argument('--scale', type=int_range(choices=[4, 8]), default=4)
     m.add_argument('--faces', type=int_range(2), default=1000)
     m.add_argument('--net', help='LABEL=CHECKPOINT[,OPTIONS.yml] as fsr-benchmark --net')
+    d = sub.add_parser('dlib', help="dlib's face descriptor one at a time vs batched")
+    d.add_argument('--data', required=True)
+    d.add_argument('--faces', type=int_range(1), default=64)
     v = sub.add_parser('val', help='validation time during fsr-train')
     v.add_argument('--train', required=True)
     v.add_argument('--val', required=True)
