@@ -204,7 +204,7 @@ def cmd_gpu(args):
     from fsr_utils import plugin
     plugin.load()
     torch.set_num_threads(1)
-    print(f'GPU: {args.tflops:g} TFLOP/s (dense bf16, e.g. H100 SXM ~ 990 spec, ~400 sustained by large GEMMs) at '
+    print(f'GPU: {args.tflops:g} TFLOP/s (assumed sustained dense bf16; H100 SXM spec-sheet peak: 989) at '
           f'{", ".join(f"{u:.0%}" for u in args.util)} utilisation; training step = 3 x forward FLOPs (forward + '
           f'backward of activations and weights){"; W-Net x" + str(WNET_SAVING) + " for its memory saving"}; '
           f'loader: {args.per_core:g} samples/s per worker core for LR/HR, {args.per_core_masks:g} with the W-Net '
