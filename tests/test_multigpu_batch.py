@@ -10,7 +10,7 @@ import os
 import pytest
 import re
 import sys
-from helpers import console_script, make_face_dataset, run_command, tiny_train_opt, write_opt
+from helpers import console_script, make_face_dataset, run_command, subprocess_env, tiny_train_opt, write_opt
 
 from fsr_utils import compat
 
@@ -154,3 +154,66 @@ def test_two_process_ddp_total_batch_and_lr_halvings(tmp_path, data):
     assert re.search(r'Batch size per gpu: 4\b', out1) and re.search(r'World size \(gpu number\): 1\b', out1)
     assert _lrs(out1) == pytest.approx(expected)
     assert os.path.isfile(tmp_path / 'experiments' / 'tiny_one_epochs' / 'models' / 'net_g_15.pth')
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('world', [3, 4])
+def test_three_and_four_process_ddp_total_batch_and_lr_halvings(tmp_path, data, world):
+    """Issue 25 part 4: any world size. Total batch 12 over `world` gloo processes (12 / world each), an epoch of 12
+    faces is one step, the lr halves after 2 and 4 epochs and training stops after 5 epochs: the same iterations as on
+    one process with batch 12."""
+    from fsr_arch.tanet_arch import TINY_CONFIG
+    opt = tiny_train_opt(
+        f'tiny_ddp{world}', {
+            'type': 'TANet',
+            **TINY_CONFIG, 'upscale': 4
+        },
+        data,
+        4,
+        lr=2e-3,
+        dataset_extra={'gt_size': 32})
+    train = opt['datasets']['train']
+    del train['batch_size_per_gpu']
+    train['total_batch_size'] = 12
+    del opt['train']['total_iter']
+    opt['train']['total_epochs'] = 5
+    opt['train']['scheduler'] = {'type': 'MultiStepLR', 'milestones_epochs': [2, 4], 'gamma': 0.5}
+    opt['logger']['save_checkpoint_freq'] = None
+    opt['logger']['save_checkpoint_freq_epochs'] = 5
+    path = write_opt(opt, tmp_path / 'ddp.yml')
+    cmd = [
+        sys.executable, '-m', 'torch.distributed.run', f'--nproc_per_node={world}', f'--master_port={29623 + world}',
+        console_script('fsr-train'), '-opt', path, '--launcher', 'pytorch'
+    ]
+    out = run_command(cmd, tmp_path, env=subprocess_env(OMP_NUM_THREADS='1')).stdout
+    out += open(max((tmp_path / 'experiments' / f'tiny_ddp{world}').glob('train_*.log'))).read()
+    assert re.search(rf'Batch size per gpu: {12 // world}\b', out)
+    assert re.search(rf'World size \(gpu number\): {world}\b', out)
+    assert re.search(r'Epoch schedule: 12 training faces .* 1 iterations per epoch', out)
+    assert _lrs(out) == pytest.approx({i: 2e-3 * 0.5**((i > 2) + (i > 4)) for i in range(1, 6)})
+
+
+@pytest.mark.parametrize('world', [1, 2, 3, 4])
+@pytest.mark.parametrize('num_images', [12, 13])
+def test_every_rank_reads_a_disjoint_part_of_the_data(world, num_images):
+    """The sampler every process uses (BasicSR's EnlargedSampler with the plugin's resume skip) gives each rank its own
+    faces: disjoint across ranks, together every face (padded to a multiple of the world size, as DistributedSampler
+    does), the same for every epoch's permutation."""
+    import torch
+    from basicsr.data.data_sampler import EnlargedSampler
+    dataset = list(range(num_images))
+    for epoch in (0, 1):
+        parts = []
+        for rank in range(world):
+            sampler = EnlargedSampler(dataset, num_replicas=world, rank=rank, ratio=1)
+            sampler.set_epoch(epoch)
+            parts.append(list(sampler))
+        per_rank = -(-num_images // world)
+        assert all(len(p) == per_rank for p in parts)
+        order = torch.randperm(per_rank * world, generator=torch.Generator().manual_seed(epoch)).tolist()
+        expected = [[order[i] % num_images for i in range(rank, per_rank * world, world)] for rank in range(world)]
+        assert parts == expected  # BasicSR's rule written out: rank r takes every world-th index from r
+        flat = [i for p in parts for i in p]
+        assert set(flat) == set(range(num_images))
+        if num_images % world == 0:
+            assert len(flat) == len(set(flat))  # disjoint when the world size divides the set
