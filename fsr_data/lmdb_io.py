@@ -32,6 +32,12 @@ def encode_image(img, fmt='png', compress_level=1):
     return buf.tobytes()
 
 
+def image_shape(img):
+    """The meta_info shape tuple (h, w, c) of a uint8 image (c = 1 for a gray image)."""
+    h, w = img.shape[:2]
+    return (h, w, img.shape[2] if img.ndim == 3 else 1)
+
+
 def check_key(key):
     """BasicSR splits LMDB keys on '.' (meta_info.txt) and encodes them as ASCII: refuse anything else."""
     if not key or '.' in key or any(c.isspace() for c in key) or not key.isascii():
@@ -157,10 +163,14 @@ class LmdbWriter:
 
     def put_image(self, key, img):
         """Queue ``img`` (uint8) under ``key``; returns its meta_info shape tuple (h, w, c)."""
+        self.put_bytes(key, encode_image(img, self.fmt, self.compress_level))
+        return image_shape(img)
+
+    def put_bytes(self, key, buf):
+        """Queue the encoded image ``buf`` (bytes made by :func:`encode_image` with this writer's format and level,
+        e.g. in a worker process) under ``key``."""
         check_key(key)
-        self.pending.append((key.encode('ascii'), encode_image(img, self.fmt, self.compress_level)))
-        h, w = img.shape[:2]
-        return (h, w, img.shape[2] if img.ndim == 3 else 1)
+        self.pending.append((key.encode('ascii'), bytes(buf)))
 
     def commit(self):
         """Write the queued pairs in one transaction (all or nothing), growing the map if needed."""

@@ -158,16 +158,17 @@ def test_resume_does_not_redo_finished_photos(tmp_path, monkeypatch):
 
     monkeypatch.setattr(prep.PrepareJob, 'process', counting)
     out = str(tmp_path / 'out')
+    args = [src, '-o', out, '--workers', '1'] + ALIGNED  # (in this process: the calls are counted here)
     # commit every 3: a_broken, img00, img01 are committed when the 5th photo is interrupted
     with pytest.raises(Interrupt):
-        prepare([src, '-o', out] + ALIGNED, _fault=fault_at('after_photo', 5))
+        prepare(args, _fault=fault_at('after_photo', 5))
     assert len(calls) == 5
     calls.clear()
-    summary = prepare([src, '-o', out] + ALIGNED)
+    summary = prepare(args)
     assert summary['faces'] == 10 and summary['skipped'] == 1
     assert calls == [f'img{i:02d}.png' for i in range(2, 10)]
     calls.clear()
-    assert prepare([src, '-o', out] + ALIGNED)['status'] == 'complete' and calls == []
+    assert prepare(args)['status'] == 'complete' and calls == []
 
 
 def test_resume_does_not_rerun_the_detector(tmp_path, monkeypatch):
@@ -186,7 +187,7 @@ def test_resume_does_not_rerun_the_detector(tmp_path, monkeypatch):
 
     monkeypatch.setattr(FaceDetector, 'detect', counting)
     out = str(tmp_path / 'out')
-    args = [str(src), '-o', out, '--commit-every', '1'] + DETECT
+    args = [str(src), '-o', out, '--commit-every', '1', '--workers', '1'] + DETECT  # (detections counted here)
     with pytest.raises(Interrupt):
         prepare(args, _fault=fault_at('after_photo', 3))  # p0, p1 committed; p2 lost with the interruption
     assert n['detect'] == 3

@@ -305,3 +305,49 @@ def test_recipe_resumes_and_explains_layout_errors(tmp_path):
         _run(root, tmp_path / 'o2', 'laat', 0.001)
     with pytest.raises(SystemExit):
         _run(root, tmp_path / 'o3', 'tanet-ffhq', 0.001, '--dataset', 'helen')
+
+
+def test_recipe_names_only_files_that_exist(tmp_path, capsys):
+    """Issue 26 part 5: the recipe's last line named OUT/pool/skipped.tsv, then deleted the pool. Every skip report a
+    recipe run prints must exist when it ends (with and without --keep-pool), and count the photos it lists."""
+    from fsr_data.prepare import main
+    root = tmp_path / 'FFHQ' / 'images1024x1024'
+    root.mkdir(parents=True)
+    for i in range(5):
+        cv2.imwrite(str(root / f'{i:05d}.png'), np.full((256, 256, 3), 40 * i, np.uint8))
+    (root / '00005.png').write_bytes(b'not a png')  # 6 photos, all drawn (4/1/1): one skipped
+    for keep in ([], ['--keep-pool']):
+        out = tmp_path / f'out{len(keep)}'
+        argv = [str(tmp_path / 'FFHQ'), '-o', str(out), '--recipe', 'tanet-ffhq', '--recipe-scale', '0.001'] + keep
+        assert main(argv) == 0
+        printed = capsys.readouterr().out
+        named = [w.strip('();,.') for w in printed.split() if w.strip('();,.').endswith('skipped.tsv')]
+        assert named, printed
+        for path in named:
+            assert os.path.isfile(path), f'{path} is printed but does not exist: {printed}'
+            rows = [ln for ln in open(path).read().split('\n')[1:] if ln]
+            assert [r.split('\t')[:2] for r in rows] == [['00005.png', 'unreadable']]
+        assert '1 photos skipped' in printed
+        assert (out / 'pool').is_dir() == bool(keep)
+
+
+def test_split_seed_help_names_the_draws():
+    """``--split-seed``'s help names every recipe whose photos or faces are drawn at random, and no other."""
+    import re
+
+    from fsr_data.prepare import build_parser
+    from fsr_data.recipes import RECIPES
+    action = next(a for a in build_parser()._actions if '--split-seed' in a.option_strings)
+    text = ' '.join(action.help.split())
+    draws, fixed = set(), set()
+    for name, r in RECIPES.items():
+        for dataset, d in r['datasets'].items():
+            random = d['select'] in ('random', 'partition') or d.get('assign') == 'random'
+            (draws if random else fixed).add((name, dataset))
+    named = set(re.findall(r'\b(laat|aminet|tanet-ffhq|tanet-celeba|wnet-mode1|wnet-mode2)\b', text))
+    assert named == {n for n, _ in draws}, text
+    assert 'fsrnet-celeba' in text and 'recipe.json' in text
+    # a recipe that draws for one dataset only says which
+    for name in {n for n, _ in draws} & {n for n, _ in fixed}:
+        ds = [d for n, d in draws if n == name]
+        assert re.search(rf'{name} \(?--dataset {"|".join(ds)}|{name} \(({"|".join(ds)})', text, re.I), (name, text)
