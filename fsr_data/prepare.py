@@ -45,12 +45,12 @@ inherit neither the lock nor the open LMDBs. A worker ignores Ctrl-C (the main p
 one line) and ends with the main process, even a SIGKILLed one; a worker that dies (e.g. killed by the kernel for
 memory) stops the run with one ``error:`` line naming the photo, and the same command resumes. A script that calls
 :func:`prepare` with N > 1 needs multiprocessing's ``if __name__ == '__main__':`` guard.
-Memory (``python scripts/bench_prepare.py``: default options, the largest value while preparing 300 CelebA-like,
-50 FFHQ-like or 120 mixed photos, models loaded): each worker 0.64-0.83 GB resident (RSS), of which about half is
-shared with the server (its proportional share, PSS, 0.31-0.50 GB); the server 0.77 GB (shared); the main process
-0.06 GB. One run with 2 workers: 1.1-1.5 GB in all (PSS), against 1.0-1.2 GB RSS for ``--workers 1``; each further
-worker adds about its PSS (0.3-0.5 GB; more with BiSeNet or RetinaFace, each worker holding its own copy, on the GPU
-too with ``--device cuda``).
+Memory (``python scripts/bench_prepare.py --photos 300 50 120 --repeat 2``: default options, the largest value while
+preparing 300 CelebA-like 178x218, 50 FFHQ-like 1024x1024 or 120 mixed photos, models loaded): each worker 0.62-0.86
+GB resident (RSS), about half of it shared with the server (its proportional share, PSS, 0.29-0.52 GB); the server
+0.77 GB (shared with the workers); the main process 0.06 GB. A run with 2 workers: 1.05-1.52 GB in all (PSS), against
+0.60-1.00 GB (RSS 0.94-1.34 GB) for ``--workers 1``; each further worker adds its PSS, 0.3-0.5 GB (more with BiSeNet
+or RetinaFace, of which each worker holds its own copy, on the GPU too with ``--device cuda``).
 
 Resuming: everything is written into ``OUT/.staging/``; a face becomes "done" when its LMDB transactions are committed
 *and* its manifest line is written (in that order, per batch). A rerun after an interruption reopens the staging LMDBs,
