@@ -46,7 +46,7 @@ import sys
 import tempfile
 import time
 
-from fsr_utils.safety import UsageError, check_output_path, error_exit, float_range, int_range
+from fsr_utils.safety import UsageError, check_output_path, error_exit, float_range, int_range, size_range
 
 DEFAULT_OPSET = 17  # LayerNormalization is a native op from 17; TensorRT 8.6+ and onnxruntime >= 1.14 read it
 FALLBACK_OPSETS = (7, 20)  # the TorchScript exporter's range in torch 2.x, if torch does not say
@@ -87,21 +87,7 @@ def opset_range():
         return FALLBACK_OPSETS
 
 
-def parse_size(text):
-    """'128' -> (128, 128); '216x176' / '216,176' -> (216, 176); each side an integer in ``HR_SIDE``."""
-    parts = str(text).lower().replace(',', 'x').split('x')
-    try:
-        size = tuple(int(p) for p in parts)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f'size {text!r}: use N or HxW (e.g. 128 or 216x176)')
-    if len(size) == 1:
-        size = size * 2
-    if len(size) != 2:
-        raise argparse.ArgumentTypeError(f'size {text!r}: use N or HxW (e.g. 128 or 216x176)')
-    if not all(HR_SIDE[0] <= v <= HR_SIDE[1] for v in size):
-        raise argparse.ArgumentTypeError(f'size {text!r}: each side must be an integer in [{HR_SIDE[0]}, '
-                                         f'{HR_SIDE[1]}]')
-    return size
+parse_size = size_range(*HR_SIDE)  # '128' -> (128, 128); '216x176' -> (216, 176)
 
 
 def _opset(text):

@@ -45,7 +45,7 @@ import os
 import sys
 import time
 
-from fsr_utils.safety import UsageError, float_range, int_range
+from fsr_utils.safety import UsageError, float_range, int_range, size_range
 
 BACKENDS = ('torch', 'onnxruntime')  # fsr-infer --backend and FaceRestorer.load(backend=)
 
@@ -78,20 +78,7 @@ UPSCALE_HELP = (
 
 def _parse_size(text):
     """'128' -> (128, 128); '216x176' / '216,176' -> (216, 176); each side in ``RANGES['hr_size']``."""
-    parts = str(text).lower().replace(',', 'x').split('x')
-    try:
-        size = tuple(int(p) for p in parts)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f'size {text!r}: use N or HxW (e.g. 128 or 216x176)')
-    if len(size) == 1:
-        size = size * 2
-    if len(size) != 2:
-        raise argparse.ArgumentTypeError(f'size {text!r}: use N or HxW (e.g. 128 or 216x176)')
-    r = RANGES['hr_size']
-    if not all(r['minimum'] <= v <= r['maximum'] for v in size):
-        raise argparse.ArgumentTypeError(f'size {text!r}: each side must be an integer in [{r["minimum"]}, '
-                                         f'{r["maximum"]}]')
-    return size
+    return size_range(RANGES['hr_size']['minimum'], RANGES['hr_size']['maximum'])(text)
 
 
 def _int(name):

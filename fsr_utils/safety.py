@@ -105,6 +105,28 @@ def float_range(minimum=None, maximum=None, min_open=False, max_open=False):
     return _argparse_type('value', float, minimum=minimum, maximum=maximum, min_open=min_open, max_open=max_open)
 
 
+def size_range(minimum, maximum):
+    """An argparse ``type`` for an image size ``N`` or ``HxW`` (also ``H,W``) -> ``(H, W)``, each side an integer in
+    ``[minimum, maximum]``."""
+
+    def parse(text):
+        parts = str(text).lower().replace(',', 'x').split('x')
+        try:
+            size = tuple(int(p) for p in parts)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f'size {text!r}: use N or HxW (e.g. 128 or 216x176)')
+        if len(size) == 1:
+            size = size * 2
+        if len(size) != 2:
+            raise argparse.ArgumentTypeError(f'size {text!r}: use N or HxW (e.g. 128 or 216x176)')
+        if not all(minimum <= v <= maximum for v in size):
+            raise argparse.ArgumentTypeError(f'size {text!r}: each side must be an integer in [{minimum}, {maximum}]')
+        return size
+
+    parse.__name__ = 'size'
+    return parse
+
+
 # ------------------------------------------------------------------------------------------------------------- paths
 def real(path):
     """The canonical absolute path (links resolved)."""

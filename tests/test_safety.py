@@ -157,3 +157,11 @@ def test_output_file_that_exists_is_a_valid_file_output(tmp_path):
         safety.check_output_path(str(tmp_path / 'table.md' / 'below.md'), '--out', kind='file')
     with pytest.raises(UsageError, match='is a folder'):
         safety.check_output_path(str(tmp_path), '--out', kind='file')
+
+
+def test_size_range():
+    parse = safety.size_range(8, 4096)
+    assert parse('128') == (128, 128) and parse('216x176') == (216, 176) and parse('216,176') == (216, 176)
+    for bad in ('4', '128x', 'axb', '1x2x3', '128x5000'):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse(bad)
