@@ -1125,6 +1125,17 @@ def _stop_pool(pool, finished):
 
 
 # ---------------------------------------------------------------------------------------------------------------- CLI
+def check_scales(parser, hr_size, scales):
+    """``parser.error`` unless every scale divides both sides of ``hr_size`` and none is given twice."""
+    h, w = hr_size
+    for s in scales:
+        if h % s or w % s:
+            parser.error(f'argument --scales: {s} does not divide --hr-size {h}x{w}: each scale must divide both sides '
+                         '(e.g. --hr-size 128 with --scales 4 8)')
+    if len(set(scales)) != len(scales):
+        parser.error(f'argument --scales: {" ".join(map(str, scales))} names a scale twice')
+
+
 def build_parser():
     p = argparse.ArgumentParser(
         prog='fsr-prepare',
@@ -1266,13 +1277,7 @@ def parse_args(argv=None):
     if args.recipe and (args.split or args.limit):
         p.error('--split/--limit cannot be combined with --recipe (the recipe selects the photos; --recipe-scale '
                 'shrinks its counts)')
-    h, w = args.hr_size
-    for s in args.scales:
-        if h % s or w % s:
-            p.error(f'argument --scales: {s} does not divide --hr-size {h}x{w}: each scale must divide both sides '
-                    '(e.g. --hr-size 128 with --scales 4 8)')
-    if len(set(args.scales)) != len(args.scales):
-        p.error(f'argument --scales: {" ".join(map(str, args.scales))} names a scale twice')
+    check_scales(p, args.hr_size, args.scales)
     return args
 
 

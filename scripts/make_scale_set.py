@@ -56,7 +56,7 @@ from collections import deque
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from fsr_data.prepare import size_type  # noqa: E402 (light: imports no torch/cv2)
+from fsr_data.prepare import check_scales, size_type  # noqa: E402 (light: imports no torch/cv2)
 from fsr_utils.safety import UsageError, check_output_path, error_exit, int_range  # noqa: E402
 
 MAX_FACES = 10_000_000  # keys face0000000 .. face9999999
@@ -118,13 +118,7 @@ def build_parser():
 def parse_args(argv=None):
     p = build_parser()
     args = p.parse_args(argv)
-    h, w = args.hr_size
-    for s in args.scales:
-        if h % s or w % s:
-            p.error(f'argument --scales: {s} does not divide --hr-size {h}x{w}: each scale must divide both sides '
-                    '(e.g. --hr-size 128 with --scales 4 8)')
-    if len(set(args.scales)) != len(args.scales):
-        p.error(f'argument --scales: {" ".join(map(str, args.scales))} names a scale twice')
+    check_scales(p, args.hr_size, args.scales)
     return args
 
 
