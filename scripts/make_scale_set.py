@@ -132,6 +132,21 @@ def check_output(out):
 
 # ----------------------------------------------------------------------------------------------------------- sources
 def load_sources(hr_hw, quiet=False):
+    """:func:`_load_sources` with one torch and one OpenCV thread, whatever the caller's settings: MTCNN's landmarks
+    change in their last bits with the thread count, and every face of the set is drawn from these crops."""
+    import cv2
+    import torch
+    threads = torch.get_num_threads(), cv2.getNumThreads()
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    try:
+        return _load_sources(hr_hw, quiet)
+    finally:
+        torch.set_num_threads(threads[0])
+        cv2.setNumThreads(threads[1])
+
+
+def _load_sources(hr_hw, quiet=False):
     """The source faces: detect each demo photo once, align each face into its canonical crop, draw its label map.
 
     Returns:
