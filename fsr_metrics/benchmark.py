@@ -113,8 +113,10 @@ METRICS = {
     'FID': ('lower', '{:.2f}'),
     'NIQE': ('lower', '{:.3f}'),
     'NIQE-set': ('lower', '{:.3f}'),
+    'Grid': ('lower', '{:.2f}'),
 }
 SET_METRICS = ('FID', 'NIQE-set')  # one value per method and test set, not per face
+GRID_MIN_SIZE = 16  # fsr_metrics.grid_score: faces below 16x16 after the crop have no resolvable grid frequencies
 VIF_MIN_SIZE = 41  # vifp_mscale: four scales of valid Gaussian filtering (face_metric.vifp_single)
 SSIM_MIN_SIZE = 11  # BasicSR's SSIM: one 11x11 Gaussian window of valid filtering
 NIQE_MIN_SIZE = 192  # BasicSR's NIQE fits its model to 96x96 blocks: a single block (e.g. a 128x128 face) is degenerate
@@ -500,6 +502,8 @@ class MetricSuite:
             self.notes.append(f'VIF left out: its four scales of valid filtering need faces of at least '
                               f'{VIF_MIN_SIZE}x{VIF_MIN_SIZE} after the crop border; the smallest face here is '
                               f'{min_face_size} pixels, crop border {crop_border}.')
+        if reference and (inner is None or inner >= GRID_MIN_SIZE):
+            self.names.append('Grid')
         if reference:
             self._reference_metrics(fm, device, lpips_trunk, lpips_net, face_metrics, dlib_models, fid_weights)
         else:
@@ -563,6 +567,11 @@ class MetricSuite:
             self._hr_cache[name] = (box, self.dlib.descriptor(rgb, box), self.dlib.landmarks68(rgb, box))
         return self._hr_cache[name]
 
+    def grid(self, sr, bicubic, hr):
+        """The grid score of one output (:func:`fsr_metrics.grid_score.grid_score`; Y channel, the protocol's crop)."""
+        from fsr_metrics.grid_score import grid_score
+        return float(grid_score(sr, bicubic, hr, crop_border=self.crop_border, input_order='bgr'))
+
     def per_face(self, name, sr, hr, sr_float=None):
         """The per-face metrics of one output (all but the set metrics); ``hr`` is None without ground truth.
 
@@ -603,6 +612,12 @@ def protocol_text(args, source, num_faces, suite):
                 '- VIF: pixel-domain VIF (Sheikh & Bovik 2006, `vifp_mscale`), same channel, colour conversion, '
                 'rounding and crop.')
     lines.append('- Bicubic: BasicSR\'s MATLAB-style `imresize` of the LR face.')
+    if 'Grid' in suite.names:
+        lines.append('- Grid (median over faces; per face in the per-face table): the share of the output\'s added '
+                     'detail (output - bicubic, Y channel, same crop) at the frequencies of period-2 and period-4 '
+                     'patterns, relative to the same share in the real detail (HR - bicubic) '
+                     '(`fsr_metrics/grid_score.py`). Natural detail gives about 1, bicubic 0; far above 1 is a '
+                     'periodic grid (checkerboard) drawn by the network.')
     if 'LPIPS' in suite.names:
         lines.append(f'- LPIPS: `lpips` v0.1, {args.lpips_net} trunk from `{args.lpips_trunk}`, RGB, whole face; '
                      'MPS = 0.5 * (SSIM + 1 - LPIPS) (TANet eq. 18).')
@@ -1050,6 +1065,7 @@ def execute(args, plan):
     write_manifest(args.out, {**(plan['owned'] or {}), **{rel: None for rel in plan['planned']}}, args.argv)
     per_face = {name: {} for name, _, _ in faces}
     outputs = {m: {} for m in methods}
+    bicubic_out = {}  # the grid score compares each output's added detail with bicubic's (methods[0])
     for method, spec in zip(methods, [None] + plan['specs']):
         net = build_network(spec, device) if spec else None
         for name, hr, lr in tqdm(faces, desc=method, unit='face', file=sys.stdout):
@@ -1070,6 +1086,10 @@ def execute(args, plan):
             if hr is not None and sr.shape != hr.shape:
                 raise ValueError(f'{method} gives {sr.shape} for face {name}, the HR face is {hr.shape}.')
             per_face[name][method] = suite.per_face(name, sr, hr, sr_float)
+            if 'Grid' in suite.names:
+                if net is None:
+                    bicubic_out[name] = sr
+                per_face[name][method]['Grid'] = suite.grid(sr, bicubic_out[name], hr)
             if suite.fid is not None or suite.niqe_set or name in grid_names:
                 outputs[method][name] = sr
             if args.save_images:
@@ -1077,6 +1097,10 @@ def execute(args, plan):
         del net
     face_names = [n for n in suite.names if n not in SET_METRICS]
     means = {m: {n: float(np.mean([per_face[f][m][n] for f in per_face])) for n in face_names} for m in methods}
+    if 'Grid' in suite.names:  # a median: one face with a strong grid should not hide the others, nor dominate
+        from fsr_metrics.grid_score import median_grid_score
+        for m in methods:
+            means[m]['Grid'] = float(median_grid_score([per_face[f][m]['Grid'] for f in per_face]))
     if suite.fid is not None:
         hr_feats = suite.fid.features([hr for _, hr, _ in faces])
         for m in methods:

@@ -353,3 +353,35 @@ def test_niqe_set_for_small_faces_and_faces_without_ground_truth(tmp_path, capsy
     msg, _ = _main_error(['--data', str(lr_dir), '--out',
                           str(tmp_path / 'p'), '--no-gt', '--paper', 'tanet'] + common, capsys)
     assert '--paper' in msg and 'needs ground truth' in msg
+
+
+def test_grid_column_scores_a_planted_checkerboard_high_and_bicubic_zero(tmp_path, monkeypatch):
+    """Issue 24: fsr-benchmark's Grid column (median over faces of fsr_metrics.grid_score). A "network" whose output is
+    bicubic plus a period-2 checkerboard scores far above 1; bicubic adds no detail (0); the HR face itself as the
+    output would score 1 (tests/test_grid_score.py)."""
+    rng = np.random.default_rng(0)
+    hr_dir = tmp_path / 'faces'
+    hr_dir.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(hr_dir / f'face{i}.png'), synthetic_face(66, 66, rng)[0])
+    _, _, opt_path = _tiny_net(tmp_path)
+    checker = (np.indices((64, 64)).sum(0) % 2 * 2 - 1)[..., None] * 6.0
+
+    def planted(net, lr, scale, device, keep_float=False):
+        out = np.clip(benchmark.matlab_bicubic(lr, scale).astype(np.float64) + checker, 0, 255).round()
+        return out.astype(np.uint8)
+
+    monkeypatch.setattr(benchmark, 'super_resolve', planted)
+    out = tmp_path / 'out'
+    benchmark.main([
+        '--data',
+        str(hr_dir), '--scale', '4', '--opt',
+        str(opt_path), '--out',
+        str(out), '--device', 'cpu', '--no-face-metrics', '--grid-faces', '0'
+    ])
+    means = {r['method']: r for r in _read_csv(out / 'benchmark_mean.csv')}
+    assert float(means['Bicubic']['Grid']) == 0.0
+    assert float(means['tiny']['Grid']) > 20
+    rows = [r for r in _read_csv(out / 'benchmark_per_face.csv') if r['method'] == 'tiny']
+    assert float(means['tiny']['Grid']) == pytest.approx(np.median([float(r['Grid']) for r in rows]))
+    assert 'Grid (median over faces' in (out / 'benchmark.md').read_text()
