@@ -9,20 +9,35 @@ Paper: "W-Net: A Facial Feature-Guided Face Super-Resolution Network" (../shared
 - :class:`LPF` (Sec. 3.2, Fig. 3, eq. 9-11): the three 3x3 convs, the CA + spatial-attention branch ``F_Att``, the
   pixel-attention weighted sum ``F_pixel``, the two fusions ``F_fuse1`` / ``F_fuse2`` and the skip sums of eq. 11.
 - The W-shaped multi-scale path (Sec. 3.3, eq. 12-19) in :meth:`WNet.forward`: concat the image and its parsing map
-  (eq. 12), nearest-resized parsing maps ``I_NN^k`` (eq. 13), up-sampling x2, x4, x8 with ``f3x3,64`` + :class:`UpBlock`
-  each followed by an LPF (eq. 14-17), then down-sampling with ``f3x3,64`` + :class:`DownBlock` each followed by an LPF
-  back to the start size (eq. 18-19). One :class:`WPathStage` = ``LPF(Up/Down(f3x3,64(F)), I_NN)``; the first stage's
-  ``f3x3,64`` takes the 6-channel concatenation of eq. 12 directly (eq. 14: one conv, no extra ``conv_first``).
+  (eq. 12), nearest-resized parsing maps ``I_NN^k`` (eq. 13), up-sampling x2, x4, x8, each a 3x3 conv and the paper's
+  conv-free ``Upsample`` (:class:`ShuffleBN`: pixel shuffle + BatchNorm) followed by an LPF (eq. 14-17), then
+  down-sampling, each a 3x3 conv and the conv-free ``Downsample`` (:class:`UnshuffleBN`: inverse pixel shuffle +
+  BatchNorm) followed by an LPF, back to the start size (eq. 18-19). One :class:`WPathStage` =
+  ``LPF(Up/Down(f3x3(F)), I_NN)``; the first stage's conv takes the 6-channel concatenation of eq. 12 directly (eq. 14:
+  one conv, no extra ``conv_first``).
 - :class:`SCAB` (Sec. 3.3, eq. 20-21): RCAB + convolutional self-attention with 4 heads, ``out = y + Att(y)``,
   ``y = RCAB(x)``; ``Q = f1x1(f_dconv3x3(F))`` (depth-wise first) and ``Softmax(Q K / sqrt(d)) V`` (see
-  :class:`SCABAttention` for channel vs spatial maps).
-- Encoder / decoder (eq. 22-23): 4 x (down-sample, 2 SCABs, LPF with the nearest-down-sampled parsing map: 64, 32, 16, 8
-  for a 128x128 face), then 4 x (up-sample, 2 SCABs) back to the HR size, and a 3x3 conv to RGB.
+  :class:`SCABAttention` for channel vs spatial maps). OPEN: the paper "incorporated a convolution-based
+  self-attention module into the RCAB" and builds it "upon feature extraction within RCAB", without saying where in
+  the block it sits or whether it has its own residual; we run it after the whole RCAB (its output is the
+  attention's input, "building upon" it) with a residual ``y + Att(y)`` (as a Transformer block's attention).
+- Encoder (eq. 22): 4 x (2 SCABs, LPF with the parsing map at the size of the features, then ``Downsample``):
+  ``F_feature = LPF(SCAB x2 (F), I_NN)``, ``F_Encoder = (Downsample(F_feature)) x4``; for a 128x128 face the SCABs and
+  LPFs run at 128, 64, 32, 16 and the encoder ends at 8x8. Decoder (eq. 23): 4 x (``Upsample``, 2 SCABs) back to the
+  HR size, and a 3x3 conv to RGB. The text before eq. 22 lists the encoder's parsing maps as 64, 32, 16, 8, which
+  fits the order down-sample -> SCABs -> LPF instead; eq. 22 and "the analytic graph corresponding to the size of the
+  feature graph is fused" fix the order used here (``encoder_order='eq22'``); ``'down_first'`` (the maps 64..8, the
+  order of earlier versions) is the option.
 
-Reading of the sizes. The paper says the W path reaches 1024x1024 and comes back to 128x128 for a 128x128 face, and that
-the encoder fuses parsing maps of 64..8: so the W path starts at the HR size. The network therefore bicubic-upsamples
-the LR face to the HR size inside forward (``I^d`` of eq. 1, ``common.upsample_to``), predicts the parsing map at LR
-size and nearest-upsamples it to the HR size (``I_NN^1``) and to 2x, 4x, 8x the HR size (``I_NN^2..8``).
+Reading of the sizes. The paper says the W path reaches 1024x1024 and comes back to 128x128 for a 128x128 face: so the
+W path starts at the HR size. The network therefore bicubic-upsamples the LR face to the HR size inside forward (``I^d``
+of eq. 1), predicts the parsing map at LR size and nearest-upsamples it to the HR size (``I_NN^1``) and to 2x, 4x, 8x
+the HR size (``I_NN^2..8``). ``I^d`` is MATLAB's bicubic (``input_upsample='matlab'``,
+:func:`fsr_arch.common.matlab_bicubic_upsample`: Keys a = -0.5, mirrored borders): the paper's LR faces are made "by
+Bicubic interpolation" (MATLAB ``imresize`` in the code bases it compares with, and ``fsr-prepare``'s default), so the
+global residual starts from the bicubic baseline that ``fsr-benchmark`` reports. ``'torch'`` (``F.interpolate``,
+a = -0.75, edge pixels repeated) is the option; alone it scores +0.15 dB over that baseline on the held-out demo faces,
+a gain a network gets without learning anything.
 
 Outputs. ``forward(lq)`` returns the SR image (N, 3, h*s, w*s) so that BasicSR's ``SRModel.test`` works unchanged.
 ``forward(lq, return_parsing=True)`` (or the attribute ``net.return_parsing = True``) returns ``(sr, parsing)`` with the
@@ -34,14 +49,31 @@ stored as 3-channel images of a binary mask. ``parsing_channels=3`` (default) ke
 compares every channel with the 1-channel binary target (the target is broadcast, so the MSE equals the per-channel MSE
 averaged). ``parsing_channels=1`` is the leaner equivalent.
 
-Layers kept although the paper's module lists do not name them (each with its reason):
+Resamplers: which have a conv and why.
 
-- DEVIATION (kept, needed): ``Upsample`` / ``Downsample`` are "Pixel Shuffle layers and BatchNorm layers" /
-  "invPixelShuffle layers and BatchNorm layers" (eq. 14, 18). A pixel (un)shuffle divides (multiplies) the channels by
-  4, and eq. 22-23 chain ``Downsample`` x4 and ``Upsample`` x4 between fixed-width SCABs with no channel-adjusting conv,
-  so each module must restore the width: :class:`UpBlock` has one 3x3 conv C -> 4C before the shuffle (ESPCN / EDSR /
-  BasicSR's ``Upsample``), :class:`DownBlock` one 3x3 conv 4C -> C after the inverse shuffle. One conv is the minimum
-  that keeps the width; no other conv is added.
+- W path (eq. 14-19), the paper (``w_resample='paper'``, default): ``Upsample`` / ``Downsample`` are "Pixel Shuffle
+  layers and BatchNorm layers" / "invPixelShuffle layers and BatchNorm layers", conv-free (:class:`ShuffleBN`,
+  :class:`UnshuffleBN`; their BatchNorm is left out by default, see "Grid"). The 3x3 conv that eq. 14-19 put before
+  every resampler sets the width the (un)shuffle needs: 4C channels before a shuffle, C/4 before an inverse shuffle,
+  so that every LPF sees C = 64 channels. DEVIATION
+  (the label only): eq. 14-19 write that conv ``f3x3,64``, i.e. 64 output channels; read literally, the LPFs of the
+  up-sampled scales would get 16 channels and those of the down-sampled scales 256, and the W path would end with 256
+  channels that the 64-channel SCABs cannot take. ``'conv'`` (earlier versions): ``f3x3,64`` and a second 3x3 conv
+  inside each resampler (:class:`UpBlock` / :class:`DownBlock`), +0.74 M parameters and +194 GFLOPs (x4).
+- Encoder / decoder (eq. 22-23), DEVIATION (kept, needed): eq. 22-23 chain ``Downsample`` x4 and ``Upsample`` x4
+  between fixed-width SCABs with no conv in between, and a pixel (un)shuffle divides (multiplies) the channels by 4,
+  so there the width really changes and each resampler has one conv that restores it: :class:`DownBlock` one 3x3
+  conv 4C -> C after the inverse shuffle; in the decoder, by default (``decoder_upsample='bilinear'``, a DEVIATION
+  measured in "Grid") :class:`ResizeUpBlock`, a bilinear x2 enlargement and one 3x3 conv C -> C, and with
+  ``'shuffle'`` :class:`UpBlock`, one 3x3 conv C -> 4C before the shuffle (ESPCN / EDSR / BasicSR's ``Upsample``).
+- ICNR (``icnr_init=True``, default; OPEN, the paper names no initialisation): every conv that feeds a pixel shuffle
+  (the W path's up-stage convs, and the decoder's :class:`UpBlock` convs with ``decoder_upsample='shuffle'``) starts
+  with its four sub-pixel kernels and biases equal (Aitken et al. 2017, :func:`fsr_arch.common.icnr_`): at
+  initialisation conv + shuffle is a conv of a nearest-neighbour enlargement, with no checkerboard to unlearn. See
+  "Grid" below for the measurements.
+
+Other layers the paper's module lists do not name:
+
 - OPEN (eq. 4-5 give no widths): y2, y3 are 3x3 convs C -> C/2 ("to reduce the dimensionality"), y4 doubles the
   channels of its input (the concatenation, 2C -> 4C, "a convolution layer with doubled channels"), y5 halves those of
   its input (y3, C/2 -> C/4, "halved channels"). ``ParsingBlock.widths`` lists them.
@@ -56,13 +88,55 @@ Deviations and open choices (all constructor arguments):
   and gradients). Encoder/decoder stages are checkpointed whole; every W-path stage is computed in row strips with
   halos (:meth:`WPathStage.forward_tiled`): the pre-BatchNorm features are kept whole, BatchNorm's batch statistics and
   the LPF channel attention's global mean are computed first (also strip by strip), then each strip of the LPF is
-  computed under its own checkpoint. Peak training memory of the paper configuration drops from ~6 GiB to under 2 GiB
+  computed under its own checkpoint. Peak training memory of the paper configuration drops from 5.50 to 1.53 GiB
   per face (``scripts/bench_wnet.py``). BatchNorm running statistics are updated once per step, as without the saving.
 - In eq. 10 ``F_fuse2 = f1x1(F_pixel + F_LR + F_parsing)`` adds the raw parsing map (3 channels) to 64-channel features;
   we use the 64-channel ``F'_parsing`` there (the only sum with matching shapes).
-- The encoder-decoder skips (``enc_dec_skip``) and the global bicubic residual (``global_residual``) are not described
-  in the text; both default to True (usual for encoder-decoder SR networks; without skips every detail would have to
-  pass the 8x8 bottleneck).
+- DEVIATION (additions): the encoder-decoder skips (``enc_dec_skip``: each decoder scale adds the encoder's
+  ``F_feature`` of the same scale) and the global residual (``global_residual``: the output is added to ``I^d``) are not
+  in eq. 1, 22 or 23, which chain the stages without them. Both default to True (usual for encoder-decoder SR networks;
+  without skips every detail would have to pass the 8x8 bottleneck); False gives the equations as written.
+
+Size and cost of the paper configuration (:data:`PAPER_CONFIGS` with the defaults, 128x128 faces): 6.07 M parameters
+(x4 and x8), 820.7 GFLOPs per x4 face (819.5 x8; ``FlopCounterMode``, 2 per multiply-add); peak training memory
+5.50 GiB per face, 1.53 GiB with ``use_checkpoint`` (``scripts/bench_wnet.py``). Earlier versions
+(``w_resample='conv'``, ``encoder_order='down_first'``, ``resample_norm='batch'``, ``decoder_upsample='shuffle'``):
+7.25 M, 1014.4 GFLOPs.
+The W path's conv-free resamplers save 0.74 M parameters and 194 GFLOPs; eq. 22's order costs 12.5 GFLOPs more (the
+SCABs run at 128..16 instead of 64..8); the decoder's bilinear up-sampling saves 0.44 M parameters (its conv works at
+the output size, so the FLOPs stay); the BatchNorms held 1792 parameters.
+
+Grid (issue 24). The demo W-Net (``options/demo/train_wnet_demo_x4.yml``, 720 CPU iterations on 64x64 patches of 40
+demo crops) drew a fine periodic pattern. Measured with :func:`fsr_metrics.grid_score.grid_score` (share of the output
+residual's spectral energy at period-2/4 frequencies relative to the HR face's; natural detail about 1), median over
+the 3 held-out demo faces / the same photos cropped by ``fsr-prepare --crop box``, and mean PSNR gain over bicubic
+(Y, crop 4), one training per row, one change at a time from the earlier network (conv in every resampler, down-sampling
+first, torch bicubic, no ICNR, BatchNorm):
+
+    ======================================== ============== ==================
+    change                                   grid (held-out / box)  dB vs bicubic
+    ======================================== ============== ==================
+    earlier network                          3.85 / 7.49    +0.24 / +0.14
+    same checkpoint, BatchNorm batch stats   7.56 / 6.75    +0.32 / +0.12
+    MATLAB bicubic I^d                       5.29 / 11.29   +0.21 / -0.01
+    conv-free W-path resamplers              3.17 / 6.71    +0.40 / +0.10
+    eq. 22's encoder order                   3.82 / 7.24    +0.13 / -0.17
+    l2norm attention scaling                 4.27 / 8.37    +0.37 / +0.16
+    ICNR                                     2.07 / 4.97    +0.43 / +0.27
+    no BatchNorm in the resamplers           0.92 / 1.76    +0.61 / +0.55
+    ======================================== ============== ==================
+
+BatchNorm is the main cause (its running statistics are not: evaluating with batch statistics does not help), the
+pixel shuffles' independent sub-pixel kernels the second (ICNR halves the score). With every paper-fidelity change
+above (conv-free W path, eq. 22, MATLAB bicubic, ICNR) and BatchNorm, three seeds score 2.98 / 1.34 / 3.70 on the
+held-out faces; without BatchNorm 0.48 / 1.68 / 0.91 (the decoder's learned sub-pixel kernels still drift apart on some
+seeds); with the decoder's bilinear up-sampling as well (the defaults) 0.34 / 0.15 / 0.55 held-out, 0.95 / 0.39 / 1.43
+box, +0.54 to +0.59 dB held-out and +0.21 to +0.56 dB box. Hence the defaults ``resample_norm='none'`` (DEVIATION:
+eq. 14 and 18 name BatchNorm; the paper trains at batch 4 as the demo does) and ``decoder_upsample='bilinear'``
+(DEVIATION: the decoder's conv is ours anyway, see above; a resize-convolution has one kernel for every output pixel),
+with ``icnr_init=True`` for the pixel shuffles left in the W path. The paper's choices stay available
+(``resample_norm='batch'``, ``decoder_upsample='shuffle'``). Faces cropped by ``--crop landmarks68`` (two of three
+enlarged 1.3-1.6x from the photo, so their HR residual has almost no energy at those frequencies) still score 1.4-3.8.
 """
 import contextlib
 import torch
@@ -72,11 +146,11 @@ from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
 from fsr_arch.common import (RCAB, ChannelAttention, ConvSelfAttention, ResidualBlockNoBN, SpatialAttention,
-                             check_divisible, upsample_to)
+                             check_divisible, icnr_, matlab_bicubic_upsample, upsample_to)
 
 __all__ = [
-    'WNet', 'ParsingBlock', 'LPF', 'SCAB', 'SCABAttention', 'UpBlock', 'DownBlock', 'HourGlass', 'WPathStage',
-    'PAPER_CONFIGS', 'TINY_CONFIG'
+    'WNet', 'ParsingBlock', 'LPF', 'SCAB', 'SCABAttention', 'UpBlock', 'DownBlock', 'ShuffleBN', 'UnshuffleBN',
+    'HourGlass', 'WPathStage', 'EncoderStage', 'DecoderStage', 'PAPER_CONFIGS', 'TINY_CONFIG'
 ]
 
 
@@ -216,18 +290,56 @@ class LPF(nn.Module):
         return fuse1 + fuse2 + lr2 + par  # eq. 11
 
 
-class UpBlock(nn.Sequential):
-    """x2 ``Upsample`` of eq. 14: conv3x3 (C -> 4C, keeps the width: see the module docstring), pixel shuffle, BN."""
+def _norm(num_feat, batch_norm):
+    return [nn.BatchNorm2d(num_feat)] if batch_norm else []
 
-    def __init__(self, num_feat):
-        super().__init__(nn.Conv2d(num_feat, 4 * num_feat, 3, 1, 1), nn.PixelShuffle(2), nn.BatchNorm2d(num_feat))
+
+class UpBlock(nn.Sequential):
+    """x2 ``Upsample`` with its own conv, for the decoder (eq. 23) and ``w_resample='conv'``: conv3x3 (C -> 4C, keeps
+    the width: see the module docstring), pixel shuffle, BatchNorm (``batch_norm=False``: none). ``icnr``: ICNR
+    initialisation of the conv."""
+
+    def __init__(self, num_feat, icnr=False, batch_norm=True):
+        conv = nn.Conv2d(num_feat, 4 * num_feat, 3, 1, 1)
+        if icnr:
+            icnr_(conv, 2)
+        super().__init__(conv, nn.PixelShuffle(2), *_norm(num_feat, batch_norm))
 
 
 class DownBlock(nn.Sequential):
-    """/2 ``Downsample`` of eq. 18: inverse pixel shuffle, conv3x3 (4C -> C, keeps the width), BatchNorm."""
+    """/2 ``Downsample`` with its own conv, for the encoder (eq. 22) and ``w_resample='conv'``: inverse pixel shuffle,
+    conv3x3 (4C -> C, keeps the width), BatchNorm (``batch_norm=False``: none)."""
 
-    def __init__(self, num_feat):
-        super().__init__(nn.PixelUnshuffle(2), nn.Conv2d(4 * num_feat, num_feat, 3, 1, 1), nn.BatchNorm2d(num_feat))
+    def __init__(self, num_feat, batch_norm=True):
+        super().__init__(nn.PixelUnshuffle(2), nn.Conv2d(4 * num_feat, num_feat, 3, 1, 1), *_norm(num_feat, batch_norm))
+
+
+class ResizeUpBlock(nn.Sequential):
+    """x2 up-sampling without a pixel shuffle, for the decoder with ``decoder_upsample='bilinear'`` (a DEVIATION from
+    eq. 14's Upsample): bilinear x2 enlargement, conv3x3 (C -> C), BatchNorm (``batch_norm=False``: none). The same
+    kernel at every output position, so it cannot draw a period-2 pattern of its own (Odena et al. 2016, "Deconvolution
+    and checkerboard artifacts")."""
+
+    def __init__(self, num_feat, batch_norm=True):
+        super().__init__(
+            nn.Upsample(scale_factor=2, mode='bilinear', align_corners=False), nn.Conv2d(num_feat, num_feat, 3, 1, 1),
+            *_norm(num_feat, batch_norm))
+
+
+class ShuffleBN(nn.Sequential):
+    """The paper's conv-free ``Upsample`` (eq. 14): ``BN(PixelShuffle_2(x))``, (N, 4C, H, W) -> (N, C, 2H, 2W);
+    ``batch_norm=False``: the shuffle alone."""
+
+    def __init__(self, num_feat, batch_norm=True):
+        super().__init__(nn.PixelShuffle(2), *_norm(num_feat, batch_norm))
+
+
+class UnshuffleBN(nn.Sequential):
+    """The paper's conv-free ``Downsample`` (eq. 18): ``BN(invPixelShuffle_2(x))``, (N, C/4, H, W) -> (N, C, H/2, W/2);
+    ``batch_norm=False``: the inverse shuffle alone."""
+
+    def __init__(self, num_feat, batch_norm=True):
+        super().__init__(nn.PixelUnshuffle(2), *_norm(num_feat, batch_norm))
 
 
 class SCABAttention(ConvSelfAttention):
@@ -301,7 +413,9 @@ def _frozen_bn_stats(module):
 
 
 def _bn_apply(z, bn):
-    """``(z - mean) * scale + shift`` with ``bn = WPathStage._bn_affine(...)`` (BatchNorm's formula)."""
+    """``(z - mean) * scale + shift`` with ``bn = WPathStage._bn_affine(...)`` (BatchNorm's formula); ``z`` if None."""
+    if bn is None:
+        return z
     return (z - bn[0]) * bn[1] + bn[2]
 
 
@@ -320,14 +434,34 @@ class WPathStage(nn.Module):
         num_feat (int): Width.
         parsing_channels (int): Channels of the parsing map.
         direction (str): ``'up'`` (x2, eq. 14-17) or ``'down'`` (/2, eq. 18-19).
+        resample (str): ``'paper'`` (conv-free :class:`ShuffleBN` / :class:`UnshuffleBN`; the f3x3 makes 4C / C/4
+            channels) or ``'conv'`` (f3x3,64 then :class:`UpBlock` / :class:`DownBlock`). See the module docstring.
+        icnr (bool): ICNR initialisation of the conv that feeds the pixel shuffle (up stages).
+        batch_norm (bool): The resampler's BatchNorm (eq. 14, 18); False leaves it out (``resample_norm='none'``).
     """
 
-    def __init__(self, in_ch, num_feat, parsing_channels, direction):
+    def __init__(self, in_ch, num_feat, parsing_channels, direction, resample='paper', icnr=True, batch_norm=True):
         super().__init__()
+        if direction not in ('up', 'down'):
+            raise ValueError(f"WPathStage: direction={direction!r} is not 'up' or 'down'.")
+        if resample not in ('paper', 'conv'):
+            raise ValueError(f"WPathStage: resample={resample!r} is not 'paper' or 'conv'.")
         self.direction = direction
-        self.conv = nn.Conv2d(in_ch, num_feat, 3, 1, 1)  # f3x3,64
-        self.resample = UpBlock(num_feat) if direction == 'up' else DownBlock(num_feat)
+        up = direction == 'up'
+        if resample == 'paper':
+            # the f3x3 of eq. 14-19 feeds the conv-free (un)shuffle the channels that give num_feat after it
+            if not up and num_feat % 4:
+                raise ValueError(f'WPathStage: num_feat ({num_feat}) must be a multiple of 4 for the conv-free '
+                                 "down-sampling (w_resample='paper').")
+            self.conv = nn.Conv2d(in_ch, 4 * num_feat if up else num_feat // 4, 3, 1, 1)
+            self.resample = ShuffleBN(num_feat, batch_norm) if up else UnshuffleBN(num_feat, batch_norm)
+            if up and icnr:
+                icnr_(self.conv, 2)
+        else:
+            self.conv = nn.Conv2d(in_ch, num_feat, 3, 1, 1)  # f3x3,64
+            self.resample = UpBlock(num_feat, icnr, batch_norm) if up else DownBlock(num_feat, batch_norm)
         self.lpf = LPF(num_feat, parsing_channels)
+        self.has_bn = batch_norm
 
     def forward(self, feat, parsing):
         return self.lpf(self.resample(self.conv(feat)), parsing)
@@ -335,14 +469,16 @@ class WPathStage(nn.Module):
     def pre_bn(self, feat):
         """``f3x3,64`` and the resampling before its BatchNorm (local: radius 2 output pixels, see forward_tiled)."""
         x = self.conv(feat)
-        for layer in list(self.resample)[:-1]:
+        for layer in list(self.resample)[:-1] if self.has_bn else self.resample:
             x = layer(x)
         return x
 
     def _bn_affine(self, z):
         """BatchNorm of ``z`` as per-channel ``(mean, scale, shift)`` stacked in a (3, 1, C, 1, 1) tensor, applied as
         ``(z - mean) * scale + shift`` (:func:`_bn_apply`); the same statistics and running-statistics update as
-        ``nn.BatchNorm2d`` in the current mode."""
+        ``nn.BatchNorm2d`` in the current mode. None without a BatchNorm (``_bn_apply`` then returns ``z``)."""
+        if not self.has_bn:
+            return None
         bn = self.resample[-1]
         if self.training or bn.running_mean is None:
             mean = z.mean(dim=(0, 2, 3))
@@ -428,23 +564,41 @@ class WPathStage(nn.Module):
 
 
 class EncoderStage(nn.Module):
-    """One encoder scale (eq. 22): down-sample, ``num_scab`` SCABs, LPF with the parsing map at that scale."""
+    """One encoder scale. ``order='eq22'``: ``F = LPF(SCAB x num_scab (x), I_NN)``, then ``Downsample(F)`` (eq. 22: the
+    SCABs and the LPF at the scale of the input, the down-sampling last); ``'down_first'``: down-sample, SCABs, LPF at
+    the down-sampled scale (a DEVIATION, the order of earlier versions).
 
-    def __init__(self, num_feat, parsing_channels, num_scab, num_heads, **attn):
+    :meth:`fuse` is the SCABs + LPF part, :attr:`down` the down-sampling (:class:`DownBlock`: a conv is needed here,
+    the width is fixed on both sides).
+    """
+
+    def __init__(self, num_feat, parsing_channels, num_scab, num_heads, order='eq22', batch_norm=True, **attn):
         super().__init__()
-        self.down = DownBlock(num_feat)
+        if order not in ('eq22', 'down_first'):
+            raise ValueError(f"EncoderStage: order={order!r} is not 'eq22' or 'down_first'.")
+        self.order = order
+        self.down = DownBlock(num_feat, batch_norm)
         self.scabs = nn.Sequential(*[SCAB(num_feat, num_heads, **attn) for _ in range(num_scab)])
         self.lpf = LPF(num_feat, parsing_channels)
 
+    def fuse(self, feat, parsing):
+        """``LPF(SCAB x num_scab (feat), parsing)`` at the size of ``feat``."""
+        return self.lpf(self.scabs(feat), parsing)
+
     def forward(self, feat, parsing):
-        return self.lpf(self.scabs(self.down(feat)), parsing)
+        """eq22: ``Downsample(LPF(SCABs(feat), parsing))`` (``parsing`` at the size of ``feat``); down_first:
+        ``LPF(SCABs(Downsample(feat)), parsing)`` (``parsing`` at half the size of ``feat``)."""
+        if self.order == 'eq22':
+            return self.down(self.fuse(feat, parsing))
+        return self.fuse(self.down(feat), parsing)
 
 
 class DecoderStage(nn.Sequential):
-    """One decoder scale (eq. 23): up-sample, ``num_scab`` SCABs."""
+    """One decoder scale (eq. 23): up-sample (:class:`UpBlock`: a conv is needed, fixed width), ``num_scab`` SCABs."""
 
-    def __init__(self, num_feat, num_scab, num_heads, **attn):
-        super().__init__(UpBlock(num_feat), *[SCAB(num_feat, num_heads, **attn) for _ in range(num_scab)])
+    def __init__(self, num_feat, num_scab, num_heads, icnr=True, batch_norm=True, upsample='shuffle', **attn):
+        up = UpBlock(num_feat, icnr, batch_norm) if upsample == 'shuffle' else ResizeUpBlock(num_feat, batch_norm)
+        super().__init__(up, *[SCAB(num_feat, num_heads, **attn) for _ in range(num_scab)])
 
 
 @ARCH_REGISTRY.register()
@@ -470,6 +624,18 @@ class WNet(nn.Module):
         attn_mode (str): SCAB attention maps, ``'channel'`` (default) or ``'spatial'`` (see :class:`SCABAttention`).
         attn_scaling (str): ``'sqrt_d'`` (eq. 21, default) or ``'l2norm'`` (Restormer's; a deviation).
         attn_order (str): ``'dw_first'`` (eq. 20, default) or ``'pw_first'`` (Restormer's; a deviation).
+        w_resample (str): The W path's resamplers: ``'paper'`` (default: conv-free (inverse) pixel shuffle after each
+            3x3 conv, eq. 14-19) or ``'conv'`` (a second conv inside each, earlier versions). See the module docstring.
+        encoder_order (str): ``'eq22'`` (default: SCABs and LPF, then the down-sampling) or ``'down_first'``.
+        input_upsample (str): ``I^d`` and the global residual: ``'matlab'`` (default: MATLAB's bicubic, the data's) or
+            ``'torch'`` (``F.interpolate`` bicubic).
+        icnr_init (bool): ICNR initialisation of every conv that feeds a pixel shuffle. Default: True (OPEN in the
+            paper; Aitken et al. 2017; measured in the module docstring's "Grid").
+        resample_norm (str): ``'none'`` (default, a DEVIATION: no BatchNorm in the resamplers; measured in "Grid") or
+            ``'batch'`` (the paper's BatchNorm after every (inverse) pixel shuffle, eq. 14 and 18).
+        decoder_upsample (str): The decoder's x2 up-sampling (eq. 23): ``'bilinear'`` (default, a DEVIATION:
+            :class:`ResizeUpBlock`, bilinear x2 + conv3x3; measured in "Grid") or ``'shuffle'`` (:class:`UpBlock`,
+            conv3x3 C -> 4C + pixel shuffle, the paper's Upsample with the conv the width needs).
         use_checkpoint (bool): The memory saving while training (same outputs and gradients, more compute): encoder /
             decoder stages checkpointed, W-path stages computed strip by strip (see the module docstring).
             Default: False.
@@ -494,12 +660,36 @@ class WNet(nn.Module):
                  attn_mode='channel',
                  attn_scaling='sqrt_d',
                  attn_order='dw_first',
+                 w_resample='paper',
+                 encoder_order='eq22',
+                 input_upsample='matlab',
+                 icnr_init=True,
+                 resample_norm='none',
+                 decoder_upsample='bilinear',
                  use_checkpoint=False,
                  checkpoint_tile_pixels=65536,
                  return_parsing=False):
         super().__init__()
         if upscale not in (2, 4, 8):
             raise ValueError(f'WNet: upscale must be 2, 4 or 8, got {upscale}.')
+        choices = dict(
+            w_resample=('paper', 'conv'),
+            encoder_order=('eq22', 'down_first'),
+            input_upsample=('matlab', 'torch'),
+            resample_norm=('batch', 'none'),
+            decoder_upsample=('shuffle', 'bilinear'))
+        given = dict(
+            w_resample=w_resample,
+            encoder_order=encoder_order,
+            input_upsample=input_upsample,
+            resample_norm=resample_norm,
+            decoder_upsample=decoder_upsample)
+        for name, allowed in choices.items():
+            value = given[name]
+            if value not in allowed:
+                raise ValueError(f'WNet: {name}={value!r} is not one of {allowed}.')
+        self.encoder_order = encoder_order
+        self.input_upsample = input_upsample
         self.upscale = upscale
         self.num_up_levels = num_up_levels
         self.num_enc_levels = num_enc_levels
@@ -512,36 +702,52 @@ class WNet(nn.Module):
         # LR size must survive the hourglass's poolings; HR size (= LR * upscale) the encoder's down-samplings.
         self.size_multiple = max(2**hg_depth, 2**num_enc_levels // upscale, 1)
         attn = dict(attn_mode=attn_mode, attn_scaling=attn_scaling, attn_order=attn_order)
+        bn = resample_norm == 'batch'
 
         self.parsing_block = ParsingBlock(num_in_ch, num_feat, parsing_res_blocks, hg_depth, parsing_channels)
         cat_ch = num_in_ch + parsing_channels  # eq. 12
         # eq. 14-17: the first stage's f3x3,64 takes eq. 12's concatenation
         self.up_stages = nn.ModuleList([
-            WPathStage(cat_ch if i == 0 else num_feat, num_feat, parsing_channels, 'up') for i in range(num_up_levels)
+            WPathStage(cat_ch if i == 0 else num_feat, num_feat, parsing_channels, 'up', w_resample, icnr_init, bn)
+            for i in range(num_up_levels)
         ])
-        self.down_stages = nn.ModuleList(
-            [WPathStage(num_feat, num_feat, parsing_channels, 'down') for _ in range(num_up_levels)])  # eq. 18-19
+        self.down_stages = nn.ModuleList([
+            WPathStage(num_feat, num_feat, parsing_channels, 'down', w_resample, icnr_init, bn)
+            for _ in range(num_up_levels)
+        ])  # eq. 18-19
         # With no W levels (a deviation), one f3x3,64 + one LPF at the HR size keep the fusion with I_NN^1.
         self.conv_first = nn.Conv2d(cat_ch, num_feat, 3, 1, 1) if num_up_levels == 0 else None
         self.lpf_start = LPF(num_feat, parsing_channels) if num_up_levels == 0 else None
-        self.encoder = nn.ModuleList(
-            [EncoderStage(num_feat, parsing_channels, num_scab, num_heads, **attn) for _ in range(num_enc_levels)])
-        self.decoder = nn.ModuleList(
-            [DecoderStage(num_feat, num_scab, num_heads, **attn) for _ in range(num_enc_levels)])
+        self.encoder = nn.ModuleList([
+            EncoderStage(num_feat, parsing_channels, num_scab, num_heads, encoder_order, bn, **attn)
+            for _ in range(num_enc_levels)
+        ])
+        self.decoder = nn.ModuleList([
+            DecoderStage(num_feat, num_scab, num_heads, icnr_init, bn, decoder_upsample, **attn)
+            for _ in range(num_enc_levels)
+        ])
         self.conv_last = nn.Conv2d(num_feat, num_in_ch, 3, 1, 1)
 
     def _saving(self):
         return self.use_checkpoint and self.training and torch.is_grad_enabled()
 
-    def _run(self, module, *args):
+    def _run(self, fn, *args, module=None):
+        """``fn(*args)``, under an activation checkpoint when saving memory (``module``: the module whose BatchNorms
+        ``fn`` runs, default ``fn`` itself)."""
         if self._saving():
-            return _checkpoint(module, *args, module=module)
-        return module(*args)
+            return _checkpoint(fn, *args, module=fn if module is None else module)
+        return fn(*args)
 
     def _run_w(self, stage, feat, parsing):
         if self._saving() and self.checkpoint_tile_pixels > 0:
             return stage.forward_tiled(feat, parsing, self.checkpoint_tile_pixels)
         return self._run(stage, feat, parsing)
+
+    def upsample_input(self, lq, size):
+        """``I^d``: the LR face at HR size, the W path's input and the global residual (see ``input_upsample``)."""
+        if self.input_upsample == 'matlab':
+            return matlab_bicubic_upsample(lq, self.upscale)
+        return upsample_to(lq, size=size)
 
     def forward(self, lq, return_parsing=None):
         """Super-resolve ``lq`` (N, 3, h, w) in [0, 1].
@@ -559,7 +765,7 @@ class WNet(nn.Module):
             f'of {self.size_multiple} (e.g. 16x16 or 32x32 LR for 128x128 faces); FSRModel pads test inputs to it.')
         hr_size = (lq.shape[-2] * self.upscale, lq.shape[-1] * self.upscale)
         parsing_lr = self._run(self.parsing_block, lq)  # eq. 2-8
-        base = upsample_to(lq, size=hr_size)  # I^d: the W path starts at the HR size (see the module docstring)
+        base = self.upsample_input(lq, hr_size)  # I^d: the W path starts at the HR size (see the module docstring)
         parsing = F.interpolate(parsing_lr, size=hr_size, mode='nearest')  # I_NN^1
 
         # W path, eq. 12-19
@@ -575,9 +781,15 @@ class WNet(nn.Module):
         skips = []
         par = parsing
         for stage in self.encoder:
-            skips.append(feat)
-            par = F.interpolate(par, scale_factor=0.5, mode='nearest')
-            feat = self._run(stage, feat, par)
+            if self.encoder_order == 'eq22':  # LPF(SCABs(F), I_NN at the size of F), then Downsample
+                feat = self._run(stage.fuse, feat, par, module=stage)
+                skips.append(feat)
+                feat = self._run(stage.down, feat)
+                par = F.interpolate(par, scale_factor=0.5, mode='nearest')
+            else:
+                skips.append(feat)
+                par = F.interpolate(par, scale_factor=0.5, mode='nearest')
+                feat = self._run(stage, feat, par)
         for stage in self.decoder:
             feat = self._run(stage, feat)
             skip = skips.pop()

@@ -69,13 +69,49 @@ def test_gradients_reach_every_parameter():
     assert net.parsing_block.conv_out.weight.grad.abs().sum() > 0
 
 
-def test_paper_configs_parameters():
-    counts = {k: sum(p.numel() for p in WNet(**cfg).parameters()) for k, cfg in PAPER_CONFIGS.items()}
-    assert counts['x4'] == counts['x8']  # the scale only changes the sizes, not the layers
-    assert 6e6 < counts['x4'] < 9e6, counts
+def _count(net):
+    return sum(p.numel() for p in net.parameters())
+
+
+def test_paper_configs_parameters_and_flops():
+    """The paper configuration's size and cost (the figures of the module docstring), and what each option changes,
+    counted by hand from the layer shapes."""
+    from torch.utils.flop_counter import FlopCounterMode
+    counts = {k: _count(WNet(**cfg)) for k, cfg in PAPER_CONFIGS.items()}
+    assert counts['x4'] == counts['x8'] == 6_068_754  # the scale only changes the sizes, not the layers
+    conv3 = lambda cin, cout: (9 * cin + 1) * cout  # noqa: E731 (3x3 conv with bias)
+    # decoder: bilinear x2 + conv 64 -> 64 instead of conv 64 -> 256 + pixel shuffle, 4 scales
+    shuffle = WNet(**PAPER_CONFIGS['x4'], decoder_upsample='shuffle')
+    assert _count(shuffle) - counts['x4'] == 4 * (conv3(64, 256) - conv3(64, 64))
+    # BatchNorm (weight and bias of 64 channels) after each of the 6 W-path and 8 encoder/decoder resamplers
+    with_bn = WNet(**PAPER_CONFIGS['x4'], decoder_upsample='shuffle', resample_norm='batch')
+    assert _count(with_bn) - _count(shuffle) == 14 * 2 * 64
+    # W path 'conv': f3x3,64 then a 3x3 conv 64 -> 256 (up) / 256 -> 64 (down); 'paper': one f3x3 to 256 / 16
+    legacy = WNet(
+        **PAPER_CONFIGS['x4'],
+        decoder_upsample='shuffle',
+        resample_norm='batch',
+        w_resample='conv',
+        encoder_order='down_first')
+    up_saved = [conv3(cin, 64) + conv3(64, 256) - conv3(cin, 256) for cin in (6, 64, 64)]
+    down_saved = [conv3(64, 64) + conv3(256, 64) - conv3(64, 16)] * 3
+    assert _count(legacy) - _count(with_bn) == sum(up_saved) + sum(down_saved) == 736_656
+    assert _count(legacy) == 7_250_338  # the figure of earlier versions (docs/speed.md)
     net = WNet(**PAPER_CONFIGS['x4'])
     assert len(net.up_stages) == 3 and len(net.down_stages) == 3 and len(net.encoder) == 4
     assert net.encoder[0].scabs[0].attn.num_heads == 4
+    for stage in list(net.up_stages) + list(net.down_stages):  # eq. 14-19: (un)shuffle, no conv
+        assert [type(m) for m in stage.resample] in ([torch.nn.PixelShuffle], [torch.nn.PixelUnshuffle])
+    flops = {}
+    for label, kwargs in (('paper', {}), ('legacy', dict(w_resample='conv', encoder_order='down_first'))):
+        with torch.device('meta'):  # shapes only: exact counts without the 1e12 multiply-adds
+            model = WNet(**PAPER_CONFIGS['x4'], **kwargs).eval()
+            x = torch.empty(1, 3, 32, 32)
+        with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+            model(x)
+        flops[label] = counter.get_total_flops() / 1e9
+    assert flops['paper'] == pytest.approx(820.67, abs=0.01)
+    assert flops['legacy'] == pytest.approx(1014.42, abs=0.01)  # docs/speed.md's figure before the change
 
 
 def test_key_region_loss(vgg_file, tmp_path):
@@ -124,6 +160,14 @@ def test_option_files_build():
         # SCAB attention as eq. 20-21 (depth-wise first, 1/sqrt(d)), channel maps (fsr_arch/wnet_arch.py)
         attn = net.encoder[0].scabs[0].attn
         assert (attn.order, attn.scaling, attn.mode) == ('dw_first', 'sqrt_d', 'channel')
+        # eq. 14-19's conv-free resamplers, eq. 22's order, MATLAB's bicubic for I^d (fsr_arch/wnet_arch.py)
+        assert (net.encoder_order, net.input_upsample) == ('eq22', 'matlab'), path
+        assert all(
+            type(st.resample).__name__ in ('ShuffleBN', 'UnshuffleBN')
+            for st in list(net.up_stages) + list(net.down_stages)), path
+        # the grid fix (fsr_arch/wnet_arch.py "Grid"): no BatchNorm in the resamplers, bilinear decoder
+        assert not [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)], path
+        assert type(net.decoder[0][0]).__name__ == 'ResizeUpBlock', path
         if os.path.basename(path).startswith('train'):
             train = opt['train']
             assert train['optim_g'] == {

@@ -168,3 +168,166 @@ def test_key_region_loss_hand_computed():
     assert weighted(sr, gt, masks).item() == pytest.approx((28.5 + 1) / 2)
     # three channels: the mean runs over C as well (same error in every channel gives the same value)
     assert region(sr.expand(2, 3, 2, 2), gt.expand(2, 3, 2, 2), masks).item() == pytest.approx(0.5 * 19.5 / 2)
+
+
+# ------------------------------------------------------------ the W path's resamplers (eq. 14-19), eq. 22's order
+def _shuffle_reference(z):
+    """PixelShuffle(2) written out: ``out[n, c, 2i + a, 2j + b] = z[n, 4c + 2a + b, i, j]``."""
+    n, c4, h, w = z.shape
+    out = torch.empty(n, c4 // 4, 2 * h, 2 * w)
+    for a in range(2):
+        for b in range(2):
+            out[:, :, a::2, b::2] = z[:, 2 * a + b::4]
+    return out
+
+
+def _unshuffle_reference(z):
+    """invPixelShuffle(2) written out: ``out[n, 4c + 2a + b, i, j] = z[n, c, 2i + a, 2j + b]``."""
+    n, c, h, w = z.shape
+    out = torch.empty(n, 4 * c, h // 2, w // 2)
+    for ch in range(c):
+        for a in range(2):
+            for b in range(2):
+                out[:, 4 * ch + 2 * a + b] = z[:, ch, a::2, b::2]
+    return out
+
+
+def _bn_reference(x, bn, training):
+    """BatchNorm: batch mean and biased variance over (N, H, W) in training, the running statistics in eval."""
+    if training:
+        mean, var = x.mean(dim=(0, 2, 3)), x.var(dim=(0, 2, 3), unbiased=False)
+    else:
+        mean, var = bn.running_mean, bn.running_var
+    return ((x - mean[:, None, None]) / torch.sqrt(var[:, None, None] + bn.eps) * bn.weight[:, None, None] +
+            bn.bias[:, None, None])
+
+
+@pytest.mark.parametrize('direction', ['up', 'down'])
+@pytest.mark.parametrize('training', [True, False])
+def test_w_path_stage_is_conv_then_conv_free_resampler_then_lpf(direction, training):
+    """Eq. 14 / 18 with ``w_resample='paper'``: ``LPF(BN(PixelShuffle(f3x3(F))), I_NN)`` (up; the f3x3 makes 4C
+    channels) and ``LPF(BN(invPixelShuffle(f3x3(F))), I_NN)`` (down; the f3x3 makes C/4): no conv in the resampler."""
+    from fsr_arch.wnet_arch import WPathStage
+    stage = _randomize(WPathStage(6, 8, 3, direction, resample='paper'), seed=4)
+    bn = stage.resample[-1]
+    with torch.no_grad():
+        bn.running_mean.copy_(torch.randn(8))
+        bn.running_var.copy_(torch.rand(8) + 0.5)
+    assert not [m for m in stage.resample.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert stage.conv.out_channels == (32 if direction == 'up' else 2)
+    x = torch.randn(2, 6, 6, 10)
+    size = (12, 20) if direction == 'up' else (3, 5)
+    parsing = torch.rand(2, 3, *size)
+    seen = {}
+    stage.lpf.register_forward_hook(lambda m, args, out: seen.update(F=args[0]))  # returns None: output kept
+    stage.train(training)
+    with torch.no_grad():
+        out = stage(x, parsing)
+        z = _conv(x, stage.conv)
+        z = _shuffle_reference(z) if direction == 'up' else _unshuffle_reference(z)
+        expected = _bn_reference(z, bn, training)
+        torch.testing.assert_close(seen['F'], expected, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(out, _lpf_reference(expected, parsing, stage.lpf), rtol=1e-4, atol=1e-4)
+
+
+def test_icnr_makes_the_shuffled_conv_a_nearest_upsampled_conv():
+    """ICNR (Aitken et al. 2017): at initialisation ``PixelShuffle(f3x3(F))`` equals the nearest-neighbour 2x
+    enlargement of one conv (the kernel and bias of sub-pixel 0 of each channel), in the W path and the decoder."""
+    from fsr_arch.wnet_arch import UpBlock, WPathStage
+    torch.manual_seed(0)
+    x = torch.randn(2, 6, 5, 7)
+    for conv in (WPathStage(6, 8, 3, 'up', resample='paper').conv, UpBlock(6, icnr=True)[0]):
+        with torch.no_grad():
+            shuffled = _shuffle_reference(_conv(x, conv))
+            one = F.conv2d(x, conv.weight[::4], conv.bias[::4], padding=1)
+            nearest = one.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)
+        torch.testing.assert_close(shuffled, nearest)
+    plain = UpBlock(6, icnr=False)[0]  # without ICNR the four sub-pixel kernels differ
+    assert not torch.equal(plain.weight[0], plain.weight[1])
+
+
+def _nearest(t, factor):
+    """Nearest-neighbour resize by an integer factor (or 1 / factor: every factor-th pixel from the first)."""
+    if factor >= 1:
+        return t.repeat_interleave(factor, dim=2).repeat_interleave(factor, dim=3)
+    step = round(1 / factor)
+    return t[..., ::step, ::step]
+
+
+def _wnet_reference(net, lq):
+    """W-Net's forward written out from its (separately tested) modules: MATLAB bicubic I^d (BasicSR's imresize on
+    numpy), eq. 12-19, eq. 22 in its order (SCABs and LPF at the scale of F, then Downsample), eq. 23, the skips and
+    the global residual."""
+    from basicsr.utils.matlab_functions import imresize
+    s = net.upscale
+    base = torch.stack(
+        [torch.from_numpy(imresize(img.permute(1, 2, 0).double().numpy(), s)).permute(2, 0, 1).float() for img in lq])
+    parsing = _nearest(net.parsing_block(lq), s)  # I_NN^1
+    feat = torch.cat([base, parsing], dim=1)  # eq. 12
+    levels = len(net.up_stages)
+    for i, st in enumerate(net.up_stages, 1):  # eq. 14-17
+        feat = st.lpf(st.resample(st.conv(feat)), _nearest(parsing, 2**i))
+    for i, st in zip(range(levels - 1, -1, -1), net.down_stages):  # eq. 18-19
+        feat = st.lpf(st.resample(st.conv(feat)), _nearest(parsing, 2**i))
+    skips, par = [], parsing
+    for st in net.encoder:  # eq. 22: F_feature = LPF(SCAB x 2 (F), I_NN^Down); Downsample(F_feature)
+        feat = st.lpf(st.scabs(feat), par)
+        skips.append(feat)
+        feat = st.down(feat)
+        par = _nearest(par, 0.5)
+    for st in net.decoder:  # eq. 23, plus the encoder-decoder skips (an addition)
+        feat = st(feat) + skips.pop()
+    return net.conv_last(feat) + base  # the global residual (an addition) on the MATLAB bicubic image
+
+
+@pytest.mark.parametrize('training', [True, False])
+def test_wnet_forward_follows_eq22_order_and_matlab_bicubic(training):
+    from fsr_arch.wnet_arch import TINY_CONFIG, WNet
+    torch.manual_seed(0)
+    net = WNet(upscale=4, **{**TINY_CONFIG, 'num_enc_levels': 2, 'num_up_levels': 2}).train(training)
+    assert (net.encoder_order, net.input_upsample) == ('eq22', 'matlab')  # the defaults
+    lq = torch.rand(2, 3, 8, 12)
+    with torch.no_grad():
+        torch.testing.assert_close(net(lq), _wnet_reference(net, lq), rtol=1e-4, atol=1e-4)
+    # the earlier order (down-sampling first) is a different network output: the reference would catch a swap
+    legacy = WNet(
+        upscale=4, **{
+            **TINY_CONFIG, 'num_enc_levels': 2,
+            'num_up_levels': 2
+        }, encoder_order='down_first').train(training)
+    legacy.load_state_dict(net.state_dict())
+    with torch.no_grad():
+        assert (legacy(lq) - net(lq)).abs().max() > 1e-3
+
+
+def _bilinear2x_reference(x):
+    """Bilinear x2 (half-pixel centres, edges clamped) written out per axis: output 2i takes 3/4 of input i and 1/4
+    of input i - 1, output 2i + 1 takes 3/4 of input i and 1/4 of input i + 1."""
+
+    def axis(t, dim):
+        n = t.shape[dim]
+        prev = t.index_select(dim, torch.tensor([max(i - 1, 0) for i in range(n)]))
+        nxt = t.index_select(dim, torch.tensor([min(i + 1, n - 1) for i in range(n)]))
+        even, odd = 0.75 * t + 0.25 * prev, 0.75 * t + 0.25 * nxt
+        return torch.stack([even, odd], dim=dim + 1).flatten(dim, dim + 1)
+
+    return axis(axis(x, 2), 3)
+
+
+@pytest.mark.parametrize('training', [True, False])
+def test_decoder_bilinear_upsampler_and_the_shuffle_option(training):
+    """``decoder_upsample='bilinear'`` (default): ``conv3x3(bilinear x2 (F))``, C -> C, no BatchNorm by default;
+    ``'shuffle'``: ``PixelShuffle(conv3x3 C -> 4C (F))`` (+ BatchNorm with ``resample_norm='batch'``)."""
+    from fsr_arch.wnet_arch import TINY_CONFIG, WNet
+    torch.manual_seed(0)
+    x = torch.randn(2, 8, 5, 6)
+    net = _randomize(WNet(upscale=4, **TINY_CONFIG)).train(training)
+    up = net.decoder[0][0]
+    assert not [m for m in up.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    with torch.no_grad():
+        torch.testing.assert_close(up(x), _conv(_bilinear2x_reference(x), up[1]), rtol=1e-4, atol=1e-5)
+    shuffle = _randomize(WNet(upscale=4, **TINY_CONFIG, decoder_upsample='shuffle', resample_norm='batch'))
+    up = shuffle.decoder[0][0].train(training)
+    with torch.no_grad():
+        expected = _bn_reference(_shuffle_reference(_conv(x, up[0])), up[2], training)
+        torch.testing.assert_close(up(x), expected, rtol=1e-4, atol=1e-5)
