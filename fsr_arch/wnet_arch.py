@@ -9,12 +9,12 @@ Paper: "W-Net: A Facial Feature-Guided Face Super-Resolution Network" (../shared
 - :class:`LPF` (Sec. 3.2, Fig. 3, eq. 9-11): the three 3x3 convs, the CA + spatial-attention branch ``F_Att``, the
   pixel-attention weighted sum ``F_pixel``, the two fusions ``F_fuse1`` / ``F_fuse2`` and the skip sums of eq. 11.
 - The W-shaped multi-scale path (Sec. 3.3, eq. 12-19) in :meth:`WNet.forward`: concat the image and its parsing map
-  (eq. 12), nearest-resized parsing maps ``I_NN^k`` (eq. 13), up-sampling x2, x4, x8, each a 3x3 conv and the paper's
-  conv-free ``Upsample`` (:class:`ShuffleBN`: pixel shuffle + BatchNorm) followed by an LPF (eq. 14-17), then
-  down-sampling, each a 3x3 conv and the conv-free ``Downsample`` (:class:`UnshuffleBN`: inverse pixel shuffle +
-  BatchNorm) followed by an LPF, back to the start size (eq. 18-19). One :class:`WPathStage` =
-  ``LPF(Up/Down(f3x3(F)), I_NN)``; the first stage's conv takes the 6-channel concatenation of eq. 12 directly (eq. 14:
-  one conv, no extra ``conv_first``).
+  (eq. 12), enlarged parsing maps ``I_NN^k`` (eq. 13: nearest neighbour; bilinear by default, see "Grid"),
+  up-sampling x2, x4, x8, each a 3x3 conv and the paper's conv-free ``Upsample`` (:class:`ShuffleBN`: pixel shuffle +
+  BatchNorm) followed by an LPF (eq. 14-17), then down-sampling, each a 3x3 conv and the conv-free ``Downsample``
+  (:class:`UnshuffleBN`: inverse pixel shuffle + BatchNorm) followed by an LPF, back to the start size (eq. 18-19).
+  One :class:`WPathStage` = ``LPF(Up/Down(f3x3(F)), I_NN)``; the first stage's conv takes the 6-channel concatenation
+  of eq. 12 directly (eq. 14: one conv, no extra ``conv_first``).
 - :class:`SCAB` (Sec. 3.3, eq. 20-21): RCAB + convolutional self-attention with 4 heads, ``out = y + Att(y)``,
   ``y = RCAB(x)``; ``Q = f1x1(f_dconv3x3(F))`` (depth-wise first) and ``Softmax(Q K / sqrt(d)) V`` (see
   :class:`SCABAttention` for channel vs spatial maps). OPEN: the paper "incorporated a convolution-based
@@ -31,7 +31,7 @@ Paper: "W-Net: A Facial Feature-Guided Face Super-Resolution Network" (../shared
 
 Reading of the sizes. The paper says the W path reaches 1024x1024 and comes back to 128x128 for a 128x128 face: so the
 W path starts at the HR size. The network therefore bicubic-upsamples the LR face to the HR size inside forward (``I^d``
-of eq. 1), predicts the parsing map at LR size and nearest-upsamples it to the HR size (``I_NN^1``) and to 2x, 4x, 8x
+of eq. 1), predicts the parsing map at LR size and enlarges it to the HR size (``I_NN^1``) and to 2x, 4x, 8x
 the HR size (``I_NN^2..8``). ``I^d`` is MATLAB's bicubic (``input_upsample='matlab'``,
 :func:`fsr_arch.common.matlab_bicubic_upsample`: Keys a = -0.5, mirrored borders): the paper's LR faces are made "by
 Bicubic interpolation" (MATLAB ``imresize`` in the code bases it compares with, and ``fsr-prepare``'s default), so the
@@ -127,16 +127,32 @@ first, torch bicubic, no ICNR, BatchNorm):
     ======================================== ============== ==================
 
 BatchNorm is the main cause (its running statistics are not: evaluating with batch statistics does not help), the
-pixel shuffles' independent sub-pixel kernels the second (ICNR halves the score). With every paper-fidelity change
-above (conv-free W path, eq. 22, MATLAB bicubic, ICNR) and BatchNorm, three seeds score 2.98 / 1.34 / 3.70 on the
-held-out faces; without BatchNorm 0.48 / 1.68 / 0.91 (the decoder's learned sub-pixel kernels still drift apart on some
-seeds); with the decoder's bilinear up-sampling as well (the defaults) 0.34 / 0.15 / 0.55 held-out, 0.95 / 0.39 / 1.43
-box, +0.54 to +0.59 dB held-out and +0.21 to +0.56 dB box. Hence the defaults ``resample_norm='none'`` (DEVIATION:
-eq. 14 and 18 name BatchNorm; the paper trains at batch 4 as the demo does) and ``decoder_upsample='bilinear'``
-(DEVIATION: the decoder's conv is ours anyway, see above; a resize-convolution has one kernel for every output pixel),
-with ``icnr_init=True`` for the pixel shuffles left in the W path. The paper's choices stay available
-(``resample_norm='batch'``, ``decoder_upsample='shuffle'``). Faces cropped by ``--crop landmarks68`` (two of three
-enlarged 1.3-1.6x from the photo, so their HR residual has almost no energy at those frequencies) still score 1.4-3.8.
+pixel shuffles' independent sub-pixel kernels the second (ICNR halves the score). Three seeds each (held-out grid;
+box grid; dB held-out / box):
+
+    ========================================================= ================== ================== ===============
+    network                                                   held-out grid      box grid           dB vs bicubic
+    ========================================================= ================== ================== ===============
+    paper-fidelity changes (conv-free W path, eq. 22, MATLAB  2.98 / 1.34 / 3.70 6.08 / 2.92 / 6.06 +0.40..+0.60 /
+    I^d, ICNR) with BatchNorm                                                                       +0.05..+0.54
+    the same without BatchNorm                                0.48 / 1.68 / 0.91 0.75 / 5.39 / 2.55 +0.47..+0.60 /
+                                                                                                    +0.14..+0.48
+    and bilinear decoder up-sampling                          0.34 / 0.15 / 0.55 0.95 / 0.39 / 1.43 +0.54..+0.59 /
+                                                                                                    +0.21..+0.56
+    and bilinear parsing maps (the defaults)                  0.10 / 0.13 / 0.22 0.66 / 0.17 / 0.44 +0.62..+0.67 /
+                                                                                                    +0.36..+0.56
+    ========================================================= ================== ================== ===============
+
+Without BatchNorm the decoder's learned sub-pixel kernels still drift apart on some seeds; what remained after the
+bilinear decoder were stripes of period 4 (one LR pixel) where the nearest-neighbour parsing map steps between LR
+pixels (eq. 13 enlarges it 4x to 32x as blocks). Hence the defaults: ``resample_norm='none'`` (DEVIATION: eq. 14 and
+18 name BatchNorm; the paper trains at batch 4 as the demo does), ``decoder_upsample='bilinear'`` (DEVIATION: the
+decoder's conv is ours anyway, see above; a resize-convolution has one kernel for every output pixel),
+``parsing_upsample='bilinear'`` (DEVIATION from eq. 13's nearest neighbour) and ``icnr_init=True`` (OPEN) for the
+pixel shuffles left in the W path. The paper's choices stay available (``resample_norm='batch'``,
+``decoder_upsample='shuffle'``, ``parsing_upsample='nearest'``). Faces cropped by ``--crop landmarks68`` (two of the
+three enlarged 1.3-1.6x from the photo, so their HR residual has little energy at those frequencies) score 3.71 /
+1.17 / 0.76 and -0.04 to +0.45 dB.
 """
 import contextlib
 import torch
@@ -636,6 +652,9 @@ class WNet(nn.Module):
         decoder_upsample (str): The decoder's x2 up-sampling (eq. 23): ``'bilinear'`` (default, a DEVIATION:
             :class:`ResizeUpBlock`, bilinear x2 + conv3x3; measured in "Grid") or ``'shuffle'`` (:class:`UpBlock`,
             conv3x3 C -> 4C + pixel shuffle, the paper's Upsample with the conv the width needs).
+        parsing_upsample (str): How the LR-size parsing map is enlarged to ``I_NN^1..8`` (eq. 13): ``'bilinear'``
+            (default, a DEVIATION measured in "Grid") or ``'nearest'`` (eq. 13's nearest neighbour). Its
+            down-sampling in the encoder stays nearest neighbour (Sec. 3.3).
         use_checkpoint (bool): The memory saving while training (same outputs and gradients, more compute): encoder /
             decoder stages checkpointed, W-path stages computed strip by strip (see the module docstring).
             Default: False.
@@ -666,6 +685,7 @@ class WNet(nn.Module):
                  icnr_init=True,
                  resample_norm='none',
                  decoder_upsample='bilinear',
+                 parsing_upsample='bilinear',
                  use_checkpoint=False,
                  checkpoint_tile_pixels=65536,
                  return_parsing=False):
@@ -677,18 +697,21 @@ class WNet(nn.Module):
             encoder_order=('eq22', 'down_first'),
             input_upsample=('matlab', 'torch'),
             resample_norm=('batch', 'none'),
-            decoder_upsample=('shuffle', 'bilinear'))
+            decoder_upsample=('shuffle', 'bilinear'),
+            parsing_upsample=('bilinear', 'nearest'))
         given = dict(
             w_resample=w_resample,
             encoder_order=encoder_order,
             input_upsample=input_upsample,
             resample_norm=resample_norm,
-            decoder_upsample=decoder_upsample)
+            decoder_upsample=decoder_upsample,
+            parsing_upsample=parsing_upsample)
         for name, allowed in choices.items():
             value = given[name]
             if value not in allowed:
                 raise ValueError(f'WNet: {name}={value!r} is not one of {allowed}.')
         self.encoder_order = encoder_order
+        self.parsing_upsample = parsing_upsample
         self.input_upsample = input_upsample
         self.upscale = upscale
         self.num_up_levels = num_up_levels
@@ -743,6 +766,12 @@ class WNet(nn.Module):
             return stage.forward_tiled(feat, parsing, self.checkpoint_tile_pixels)
         return self._run(stage, feat, parsing)
 
+    def enlarge_parsing(self, parsing, size=None, scale=None):
+        """Eq. 13's enlargement of the parsing map (``parsing_upsample``: nearest neighbour or bilinear)."""
+        if self.parsing_upsample == 'nearest':
+            return F.interpolate(parsing, size=size, scale_factor=scale, mode='nearest')
+        return F.interpolate(parsing, size=size, scale_factor=scale, mode='bilinear', align_corners=False)
+
     def upsample_input(self, lq, size):
         """``I^d``: the LR face at HR size, the W path's input and the global residual (see ``input_upsample``)."""
         if self.input_upsample == 'matlab':
@@ -766,14 +795,14 @@ class WNet(nn.Module):
         hr_size = (lq.shape[-2] * self.upscale, lq.shape[-1] * self.upscale)
         parsing_lr = self._run(self.parsing_block, lq)  # eq. 2-8
         base = self.upsample_input(lq, hr_size)  # I^d: the W path starts at the HR size (see the module docstring)
-        parsing = F.interpolate(parsing_lr, size=hr_size, mode='nearest')  # I_NN^1
+        parsing = self.enlarge_parsing(parsing_lr, size=hr_size)  # I_NN^1
 
         # W path, eq. 12-19
         feat = torch.cat([base, parsing], dim=1)  # eq. 12
         for i, stage in enumerate(self.up_stages, 1):
-            feat = self._run_w(stage, feat, F.interpolate(parsing, scale_factor=2**i, mode='nearest'))
+            feat = self._run_w(stage, feat, self.enlarge_parsing(parsing, scale=2**i))
         for i, stage in zip(range(self.num_up_levels - 1, -1, -1), self.down_stages):
-            feat = self._run_w(stage, feat, F.interpolate(parsing, scale_factor=2**i, mode='nearest') if i else parsing)
+            feat = self._run_w(stage, feat, self.enlarge_parsing(parsing, scale=2**i) if i else parsing)
         if self.lpf_start is not None:
             feat = self._run(self.lpf_start, self.conv_first(feat), parsing)
 

@@ -165,9 +165,9 @@ def test_option_files_build():
         assert all(
             type(st.resample).__name__ in ('ShuffleBN', 'UnshuffleBN')
             for st in list(net.up_stages) + list(net.down_stages)), path
-        # the grid fix (fsr_arch/wnet_arch.py "Grid"): no BatchNorm in the resamplers, bilinear decoder
+        # the grid fix (fsr_arch/wnet_arch.py "Grid"): no BatchNorm in the resamplers, bilinear decoder and parsing maps
         assert not [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)], path
-        assert type(net.decoder[0][0]).__name__ == 'ResizeUpBlock', path
+        assert type(net.decoder[0][0]).__name__ == 'ResizeUpBlock' and net.parsing_upsample == 'bilinear', path
         if os.path.basename(path).startswith('train'):
             train = opt['train']
             assert train['optim_g'] == {

@@ -254,21 +254,40 @@ def _nearest(t, factor):
     return t[..., ::step, ::step]
 
 
+def _bilinear_reference(t, factor):
+    """Bilinear enlargement by an integer factor with half-pixel centres (``align_corners=False``), as matrices:
+    output pixel o samples the input at ``max((o + 0.5) / factor - 0.5, 0)`` between its two neighbours (the last
+    one repeated at the border)."""
+
+    def matrix(n):
+        m = torch.zeros(n * factor, n)
+        for o in range(n * factor):
+            u = max((o + 0.5) / factor - 0.5, 0.0)
+            i0 = min(int(math.floor(u)), n - 1)
+            i1, w = min(i0 + 1, n - 1), u - math.floor(u)
+            m[o, i0] += 1 - w
+            m[o, i1] += w
+        return m
+
+    return matrix(t.shape[-2]) @ t @ matrix(t.shape[-1]).T
+
+
 def _wnet_reference(net, lq):
     """W-Net's forward written out from its (separately tested) modules: MATLAB bicubic I^d (BasicSR's imresize on
-    numpy), eq. 12-19, eq. 22 in its order (SCABs and LPF at the scale of F, then Downsample), eq. 23, the skips and
-    the global residual."""
+    numpy), the parsing maps enlarged bilinearly (default) or by nearest neighbour (eq. 13), eq. 12-19, eq. 22 in its
+    order (SCABs and LPF at the scale of F, then Downsample), eq. 23, the skips and the global residual."""
     from basicsr.utils.matlab_functions import imresize
     s = net.upscale
     base = torch.stack(
         [torch.from_numpy(imresize(img.permute(1, 2, 0).double().numpy(), s)).permute(2, 0, 1).float() for img in lq])
-    parsing = _nearest(net.parsing_block(lq), s)  # I_NN^1
+    enlarge = _bilinear_reference if net.parsing_upsample == 'bilinear' else _nearest
+    parsing = enlarge(net.parsing_block(lq), s)  # I_NN^1
     feat = torch.cat([base, parsing], dim=1)  # eq. 12
     levels = len(net.up_stages)
     for i, st in enumerate(net.up_stages, 1):  # eq. 14-17
-        feat = st.lpf(st.resample(st.conv(feat)), _nearest(parsing, 2**i))
+        feat = st.lpf(st.resample(st.conv(feat)), enlarge(parsing, 2**i))
     for i, st in zip(range(levels - 1, -1, -1), net.down_stages):  # eq. 18-19
-        feat = st.lpf(st.resample(st.conv(feat)), _nearest(parsing, 2**i))
+        feat = st.lpf(st.resample(st.conv(feat)), enlarge(parsing, 2**i))
     skips, par = [], parsing
     for st in net.encoder:  # eq. 22: F_feature = LPF(SCAB x 2 (F), I_NN^Down); Downsample(F_feature)
         feat = st.lpf(st.scabs(feat), par)
@@ -280,21 +299,18 @@ def _wnet_reference(net, lq):
     return net.conv_last(feat) + base  # the global residual (an addition) on the MATLAB bicubic image
 
 
-@pytest.mark.parametrize('training', [True, False])
-def test_wnet_forward_follows_eq22_order_and_matlab_bicubic(training):
+@pytest.mark.parametrize('training,parsing', [(True, 'bilinear'), (False, 'bilinear'), (True, 'nearest')])
+def test_wnet_forward_follows_eq22_order_and_matlab_bicubic(training, parsing):
     from fsr_arch.wnet_arch import TINY_CONFIG, WNet
     torch.manual_seed(0)
-    net = WNet(upscale=4, **{**TINY_CONFIG, 'num_enc_levels': 2, 'num_up_levels': 2}).train(training)
+    cfg = {**TINY_CONFIG, 'num_enc_levels': 2, 'num_up_levels': 2, 'parsing_upsample': parsing}
+    net = WNet(upscale=4, **cfg).train(training)
     assert (net.encoder_order, net.input_upsample) == ('eq22', 'matlab')  # the defaults
     lq = torch.rand(2, 3, 8, 12)
     with torch.no_grad():
         torch.testing.assert_close(net(lq), _wnet_reference(net, lq), rtol=1e-4, atol=1e-4)
     # the earlier order (down-sampling first) is a different network output: the reference would catch a swap
-    legacy = WNet(
-        upscale=4, **{
-            **TINY_CONFIG, 'num_enc_levels': 2,
-            'num_up_levels': 2
-        }, encoder_order='down_first').train(training)
+    legacy = WNet(upscale=4, **cfg, encoder_order='down_first').train(training)
     legacy.load_state_dict(net.state_dict())
     with torch.no_grad():
         assert (legacy(lq) - net(lq)).abs().max() > 1e-3
