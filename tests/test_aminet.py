@@ -84,6 +84,60 @@ def test_gradients_reach_every_parameter(upscale):
     assert not missing, missing
 
 
+def test_untrained_network_outputs_bicubic_by_default():
+    """conv_last_init='zero' (the default): the untrained network's output is the MATLAB bicubic enlargement (BasicSR's
+    imresize, computed independently); PyTorch's initialisation adds a large residual (issue 24's grid)."""
+    from basicsr.utils.matlab_functions import imresize
+    x = torch.rand(1, 3, 8, 8)
+    torch.manual_seed(0)
+    net = AMINet(upscale=4, **{**TINY_CONFIG, 'conv_last_init': 'zero'}).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), imresize(x[0], 4)[None], rtol=0, atol=1e-5)
+        other = tiny(4).eval()(x)  # TINY_CONFIG keeps PyTorch's initialisation for the comparison tests
+    assert (other - imresize(x[0], 4)[None]).abs().mean() > 0.01
+    assert AMINet(upscale=4, num_feat=8).conv_last.weight.abs().sum() == 0  # the constructor's default is 'zero'
+
+
+def test_zero_last_conv_trains_every_parameter_from_the_second_step():
+    """With the last conv at zero, the first step's gradient reaches only that conv; after one step every parameter
+    gets a gradient (no parameter stays dead)."""
+    net = tiny(4, conv_last_init='zero')
+    x, y = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 32, 32)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    (net(x) - y).abs().mean().backward()
+    live = {n for n, p in net.named_parameters() if p.grad is not None and torch.any(p.grad != 0)}
+    assert live == {'conv_last.weight', 'conv_last.bias'}
+    opt.step()
+    opt.zero_grad()
+    (net(x) - y).abs().mean().backward()
+    missing = [n for n, p in net.named_parameters() if p.grad is None or not torch.any(p.grad != 0)]
+    assert not missing, missing
+
+
+def test_upsample_icnr_and_bilinear():
+    """Upsample: with ICNR the untrained conv + shuffle gives equal 2x2 sub-pixel blocks (a nearest-neighbour
+    enlargement of one conv's output); without it they differ; 'bilinear' is conv3x3(bilinear x2 (x)) written out."""
+    from fsr_arch.aminet_arch import Upsample
+    x = torch.randn(1, 8, 6, 5)
+    with torch.no_grad():
+        torch.manual_seed(0)
+        y = Upsample(8, 'shuffle', icnr=True)(x)
+        assert y.shape == (1, 4, 12, 10)
+        blocks = [y[..., i::2, j::2] for i in (0, 1) for j in (0, 1)]
+        for b in blocks[1:]:
+            torch.testing.assert_close(b, blocks[0], rtol=0, atol=1e-6)
+        y = Upsample(8, 'shuffle', icnr=False)(x)
+        assert (y[..., 0::2, 0::2] - y[..., 1::2, 1::2]).abs().max() > 0.01
+        up = Upsample(8, 'bilinear')
+        conv = up.body[1]
+        ref = F.conv2d(F.interpolate(x, scale_factor=2, mode='bilinear', align_corners=False), conv.weight, padding=1)
+        torch.testing.assert_close(up(x), ref)
+    with pytest.raises(ValueError, match='upsample'):
+        AMINet(upscale=4, num_feat=8, upsample='nearest')
+    with pytest.raises(ValueError, match='conv_last_init'):
+        AMINet(upscale=4, num_feat=8, conv_last_init='small')
+
+
 def test_skaf_weights_are_two_spatial_maps():
     skaf = SKAF(6)
     w1, w2 = skaf(torch.rand(2, 6, 5, 7), torch.rand(2, 6, 5, 7))
