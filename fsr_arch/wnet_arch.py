@@ -1,6 +1,7 @@
 """W-Net: a W-shaped face super-resolution network guided by an estimated face parsing map.
 
-Paper: "W-Net: A Facial Feature-Guided Face Super-Resolution Network" (../shared/papers/wnet.txt). Code-to-paper map:
+Paper: H. Liu, Y. Yang, Y. Liu, "W-Net: A Facial Feature-Guided Face Super-Resolution Network", arXiv:2406.00676.
+Code-to-paper map:
 
 - :class:`ParsingBlock` (Sec. 3.1, Fig. 2, eq. 2-8): ``f3x3,64`` shallow features (eq. 2), residual blocks + hourglass
   of depth 4 (eq. 3), the multi-scale feature attention unit y1..y7 with channel (CA) and spatial (SA) attention

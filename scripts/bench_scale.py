@@ -18,7 +18,7 @@ wall-clock figures drop when other processes compete for the cores, the CPU-seco
   and binary parsing maps, horizontal flip), 1, 2, 4 workers: samples/s and the workers' CPU seconds per sample.
 - gpu: what one GPU consumes when training the paper configurations (their option files: network and gt_size),
   estimated from FLOPs (torch's FlopCounterMode, as fsr-speed) at a stated GPU throughput and utilisation, training =
-  3x the forward FLOPs (W-Net with its memory saving: x1.52 more, options/train_wnet_x4.yml); and how many loader
+  3x the forward FLOPs (W-Net with its memory saving: x1.58 more, scripts/bench_wnet.py --flops-ratio); and how many loader
   cores that takes per GPU at the samples/s per core measured by ``loader`` (``--per-core``: LR/HR only;
   ``--per-core-masks``: with the W-Net masks and binary maps).
 - lr: CPU ms per face of fsr-prepare's ``make_lr`` (BasicSR's imresize, one face at a time) and of the batched
@@ -192,7 +192,7 @@ def cmd_loader(args):
 PAPER_FILES = ('train_laat_x4', 'train_laat_x8', 'train_aminet_x4', 'train_aminet_x8', 'train_tanet_x4',
                'train_tanet_x8', 'train_tanet_ffhq_x4', 'train_tanet_ffhq_x8', 'train_wnet_x4', 'train_wnet_x8',
                'train_wnet_x4_mode2')
-WNET_SAVING = 1.52  # options/train_wnet_x4.yml: the memory saving costs +52% FLOPs per training step
+WNET_SAVING = 1.58  # the memory saving costs +58% FLOPs per training step (scripts/bench_wnet.py --flops-ratio)
 
 
 def cmd_gpu(args):
