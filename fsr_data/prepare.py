@@ -114,7 +114,7 @@ import re
 import shutil
 import sys
 
-from fsr_utils.safety import FolderLock, UsageError, check_output_path, float_range, int_range
+from fsr_utils.safety import FolderLock, UsageError, check_output_path, exit_with_main, float_range, int_range
 
 IMG_EXTS = ('.jpg', '.jpeg', '.png', '.bmp', '.ppm', '.pgm', '.tif', '.tiff', '.webp')
 STAGING = '.staging'
@@ -1050,45 +1050,12 @@ def _pool_context():
     return mp.get_context('spawn')
 
 
-def _exit_with_main(main_pid):
-    """In a worker: a daemon thread that ends this process as soon as the main process ``main_pid`` has ended (a
-    SIGKILL of ``fsr-prepare`` leaves no worker behind; the workers are children of the pool's server, and each holds
-    the pipe the server watches, so neither would notice alone). Linux: waits on a pidfd; elsewhere polls each second.
-    """
-    import threading
-    import time
-
-    def watch():
-        try:
-            fd = os.pidfd_open(main_pid)
-        except (AttributeError, OSError):
-            fd = None
-        if fd is not None:
-            import select
-            poller = select.poll()
-            poller.register(fd, select.POLLIN)  # readable once the process has ended (a zombie included)
-            while not poller.poll():
-                pass
-        else:
-            while True:
-                try:
-                    os.kill(main_pid, 0)
-                except ProcessLookupError:
-                    break
-                except OSError:
-                    pass
-                time.sleep(1)
-        os._exit(1)
-
-    threading.Thread(target=watch, name='fsr-prepare-main-watch', daemon=True).start()
-
-
 def _worker_init(args, root, main_pid):
     """Pool initializer: Ctrl-C is the main process's business, the worker ends with the main process, one thread,
     the models loaded once per worker."""
     import signal
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _exit_with_main(main_pid)
+    exit_with_main(main_pid)
     try:
         from fsr_utils import compat
         compat.install_torchvision_shim()

@@ -465,6 +465,54 @@ def _super_resolve(net, lr, scale, device):
 
 
 # ----------------------------------------------------------------------------------------------------------- metrics
+_WORKER = {}  # a --workers process: its dlib models ('dlib'), or the error that loading them raised ('error')
+MAX_QUEUED_PER_WORKER = 8  # outputs waiting for ID/LMD per worker before the network waits (memory stays bounded)
+
+
+def _face_worker_init(models_dir, main_pid):
+    """Pool initializer: Ctrl-C is the main process's business, the worker ends with the main process, the dlib models
+    loaded once per worker (an error is reported by the first job, as one line in the main process)."""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from fsr_utils.safety import exit_with_main
+    exit_with_main(main_pid)
+    try:
+        from fsr_metrics import face_metric as fm
+        _WORKER['dlib'] = fm.get_dlib(models_dir)
+    except Exception as e:
+        _WORKER['error'] = f'{type(e).__name__}: {e}'
+
+
+def _worker_dlib():
+    if 'error' in _WORKER:
+        raise RuntimeError(f'a --workers process could not load the dlib models: {_WORKER["error"]}')
+    return _WORKER['dlib']
+
+
+def hr_side(dlib_face, hr):
+    """The HR face's side of ID and LMD: (face box as (left, top, right, bottom), descriptor, 68 landmarks)."""
+    rgb = dlib_face.to_rgb(hr)
+    box = dlib_face.face_box(rgb)
+    corners = (box.left(), box.top(), box.right(), box.bottom())
+    return corners, dlib_face.descriptor(rgb, box), dlib_face.landmarks68(rgb, box)
+
+
+def sr_side(dlib_face, sr, box, desc, marks):
+    """ID (cosine of the descriptors) and LMD (mean landmark distance) of one output, on the HR face's box."""
+    rgb = dlib_face.to_rgb(sr)
+    rect = dlib_face._dlib.rectangle(*box)
+    identity = float(np.dot(dlib_face.descriptor(rgb, rect), desc))
+    return identity, float(np.linalg.norm(dlib_face.landmarks68(rgb, rect) - marks, axis=1).mean())
+
+
+def _hr_side_job(hr):
+    return hr_side(_worker_dlib(), hr)
+
+
+def _sr_side_job(sr, box, desc, marks):
+    return sr_side(_worker_dlib(), sr, box, desc, marks)
+
+
 class MetricSuite:
     """The benchmark's metrics; the ones whose weights are missing are left out with a note."""
 
@@ -482,9 +530,14 @@ class MetricSuite:
                  min_face_size=None,
                  reference=True,
                  num_faces=0,
-                 protocol=None):
+                 protocol=None,
+                 workers=1):
         """``protocol`` (:class:`fsr_metrics.protocols.Protocol`) sets PSNR/SSIM/VIF's channel, colour conversion,
-        rounding, crop and SSIM window; without it, ``basicsr-y`` with ``y_channel`` and ``crop_border``."""
+        rounding, crop and SSIM window; without it, ``basicsr-y`` with ``y_channel`` and ``crop_border``.
+
+        ``workers`` > 1: ID and LMD (dlib's descriptor and landmarks, most of the metric time) run in that many
+        processes (:meth:`start_workers`, :meth:`prefetch_hr`, ``per_face(defer=True)``, :meth:`finish`); the same
+        computations as in one process, so the same numbers."""
         from fsr_metrics import face_metric as fm
         from fsr_metrics import protocols
         self.fm = fm
@@ -527,6 +580,44 @@ class MetricSuite:
             self.niqe = True
             self.names += ['NIQE']
         self._hr_cache = {}
+        self.workers, self._dlib_models, self.pool, self._pending = workers, dlib_models, None, []
+
+    def start_workers(self):
+        """Start the ID/LMD processes (nothing when ``workers`` is 1 or ID/LMD are left out)."""
+        if self.workers > 1 and self.dlib is not None and self.pool is None:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+            method = 'forkserver' if 'forkserver' in multiprocessing.get_all_start_methods() else 'spawn'
+            self.pool = ProcessPoolExecutor(
+                self.workers,
+                mp_context=multiprocessing.get_context(method),
+                initializer=_face_worker_init,
+                initargs=(self._dlib_models, os.getpid()))
+        elif self.workers > 1 and self.pool is None:
+            self.notes.append(f'--workers {self.workers} unused: no identity/landmark metric to run in parallel.')
+
+    def prefetch_hr(self, faces):
+        """The HR side of ID/LMD for every ``(name, hr)`` at once, in the worker processes (if any)."""
+        if self.pool is None or self.dlib is None:
+            return
+        todo = [(name, hr) for name, hr in faces if hr is not None and name not in self._hr_cache]
+        for (name, _), result in zip(todo, self.pool.map(_hr_side_job, [hr for _, hr in todo], chunksize=8)):
+            self._hr_cache[name] = result
+
+    def finish(self, keep=0):
+        """Fill in the ID/LMD of the deferred :meth:`per_face` results, oldest first, until ``keep`` are left (0: all;
+        waits for the workers). A worker's error names the method and face."""
+        while len(self._pending) > keep:
+            res, future, where = self._pending.pop(0)
+            try:
+                res['ID'], res['LMD'] = future.result()
+            except Exception as err:
+                raise RuntimeError(f'identity/landmark metrics of {where}: {type(err).__name__}: {err}') from None
+
+    def close(self):
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)
+            self.pool = None
 
     def _reference_metrics(self, fm, device, lpips_trunk, lpips_net, face_metrics, dlib_models, fid_weights):
         """LPIPS/MPS, ID/LMD and FID where their weights are found; a note for each one left out."""
@@ -562,9 +653,7 @@ class MetricSuite:
 
     def _hr_face(self, name, hr):
         if name not in self._hr_cache:
-            rgb = self.dlib.to_rgb(hr)
-            box = self.dlib.face_box(rgb)
-            self._hr_cache[name] = (box, self.dlib.descriptor(rgb, box), self.dlib.landmarks68(rgb, box))
+            self._hr_cache[name] = hr_side(self.dlib, hr)
         return self._hr_cache[name]
 
     def grid(self, sr, bicubic, hr):
@@ -572,11 +661,12 @@ class MetricSuite:
         from fsr_metrics.grid_score import grid_score
         return float(grid_score(sr, bicubic, hr, crop_border=self.crop_border, input_order='bgr'))
 
-    def per_face(self, name, sr, hr, sr_float=None):
+    def per_face(self, name, sr, hr, sr_float=None, defer=False, method=''):
         """The per-face metrics of one output (all but the set metrics); ``hr`` is None without ground truth.
 
         ``sr`` is the 8-bit output; ``sr_float`` the output before rounding, which a protocol that scores unrounded
-        outputs (``rounding`` False) needs for PSNR, SSIM and VIF.
+        outputs (``rounding`` False) needs for PSNR, SSIM and VIF. ``defer`` (with worker processes): ID and LMD are
+        computed in a worker and filled into the returned dict by :meth:`finish`.
         """
         res = {}
         if self.niqe:
@@ -595,12 +685,18 @@ class MetricSuite:
         if self.lpips is not None:
             res['LPIPS'] = self.lpips(sr, hr)
             res['MPS'] = self.fm.mps_from(res['SSIM'], res['LPIPS'])
+        future = None
         if self.dlib is not None:
             box, desc, marks = self._hr_face(name, hr)
-            rgb = self.dlib.to_rgb(sr)
-            res['ID'] = float(np.dot(self.dlib.descriptor(rgb, box), desc))
-            res['LMD'] = float(np.linalg.norm(self.dlib.landmarks68(rgb, box) - marks, axis=1).mean())
-        return {k: float(v) for k, v in res.items()}
+            if defer and self.pool is not None:
+                future = self.pool.submit(_sr_side_job, np.ascontiguousarray(sr), box, desc, marks)
+            else:
+                res['ID'], res['LMD'] = sr_side(self.dlib, sr, box, desc, marks)
+        res = {k: float(v) for k, v in res.items()}
+        if future is not None:
+            self._pending.append((res, future, f'{method} face {name}'.strip()))
+            self.finish(keep=MAX_QUEUED_PER_WORKER * self.workers)  # bounded: the outputs wait in memory
+        return res
 
 
 def protocol_text(args, source, num_faces, suite):
@@ -909,6 +1005,12 @@ def parse_args(argv=None):
     p.add_argument('--fid-weights', default=None, help='pytorch-fid pt_inception-2015-12-05-6726825d.pth')
     p.add_argument('--dlib-models', default=None, help='folder of dlib .dat files (default: face_recognition_models)')
     p.add_argument('--no-face-metrics', action='store_true', help='skip identity similarity and landmark distance')
+    p.add_argument(
+        '--workers',
+        type=int_range(1, 256),
+        default=1,
+        help='processes for identity similarity and landmark distance (dlib: most of the metric time on 1,000 faces), '
+        '1-256; the scores are the same for any value')
     niqe_help = (f'add NIQE, a no-reference score of the output alone (faces of {NIQE_MIN_SIZE} px + 2 crop borders; '
                  'smaller faces: NIQE-set, one value over the set, see fsr_metrics/niqe_set.py)')
     p.add_argument('--niqe', action='store_true', help=niqe_help)
@@ -1024,7 +1126,8 @@ def prepare(args):
         min(min(lr.shape[:2]) * args.scale for _, _, lr in faces),
         reference=not args.no_gt,
         num_faces=len(faces),
-        protocol=args.proto)
+        protocol=args.proto,
+        workers=args.workers)
     lock = safety.FolderLock(args.out, 'fsr-benchmark', '--out').acquire()
     try:
         owned = earlier_outputs(args.out)
@@ -1057,15 +1160,28 @@ def execute(args, plan):
     Returns:
         tuple: ``(methods, means, per_face, notes, markdown lines)``.
     """
-    from tqdm import tqdm
-
-    from fsr_utils.safety import atomic_imwrite
-    faces, methods, suite, device, grid_names = (plan[k] for k in ('faces', 'methods', 'suite', 'device', 'grid_names'))
+    faces, methods, suite = (plan[k] for k in ('faces', 'methods', 'suite'))
     # the files about to be written are listed first, so that a run killed half-way leaves them recognisable as ours
     write_manifest(args.out, {**(plan['owned'] or {}), **{rel: None for rel in plan['planned']}}, args.argv)
     per_face = {name: {} for name, _, _ in faces}
     outputs = {m: {} for m in methods}
     bicubic_out = {}  # the grid score compares each output's added detail with bicubic's (methods[0])
+    suite.start_workers()
+    try:
+        suite.prefetch_hr([(name, hr) for name, hr, _ in faces])
+        score_methods(args, plan, suite, per_face, outputs, bicubic_out)
+        suite.finish()
+    finally:
+        suite.close()
+    return summarise(args, plan, suite, per_face, outputs)
+
+
+def score_methods(args, plan, suite, per_face, outputs, bicubic_out):
+    """Run bicubic and each network on every face and score the outputs (ID/LMD deferred with ``--workers``)."""
+    from tqdm import tqdm
+
+    from fsr_utils.safety import atomic_imwrite
+    faces, methods, device, grid_names = (plan[k] for k in ('faces', 'methods', 'device', 'grid_names'))
     for method, spec in zip(methods, [None] + plan['specs']):
         net = build_network(spec, device) if spec else None
         for name, hr, lr in tqdm(faces, desc=method, unit='face', file=sys.stdout):
@@ -1085,7 +1201,7 @@ def execute(args, plan):
                                           'is broken for this input (e.g. trained into a divergence).') from None
             if hr is not None and sr.shape != hr.shape:
                 raise ValueError(f'{method} gives {sr.shape} for face {name}, the HR face is {hr.shape}.')
-            per_face[name][method] = suite.per_face(name, sr, hr, sr_float)
+            per_face[name][method] = suite.per_face(name, sr, hr, sr_float, defer=True, method=method)
             if 'Grid' in suite.names:
                 if net is None:
                     bicubic_out[name] = sr
@@ -1095,6 +1211,11 @@ def execute(args, plan):
             if args.save_images:
                 atomic_imwrite(os.path.join(args.out, 'images', method, f'{name}.png'), sr)
         del net
+
+
+def summarise(args, plan, suite, per_face, outputs):
+    """Means, set metrics, tables and pictures of the scored faces (see :func:`run`)."""
+    faces, methods, grid_names = (plan[k] for k in ('faces', 'methods', 'grid_names'))
     face_names = [n for n in suite.names if n not in SET_METRICS]
     means = {m: {n: float(np.mean([per_face[f][m][n] for f in per_face])) for n in face_names} for m in methods}
     if 'Grid' in suite.names:  # a median: one face with a strong grid should not hide the others, nor dominate

@@ -356,3 +356,37 @@ def error_exit(message, status=2):
     """Print one ``error:`` line to stderr and return ``status`` (for ``return error_exit(...)`` in a ``main``)."""
     print('error: ' + ' '.join(str(message).split()), file=sys.stderr, flush=True)
     return status
+
+
+def exit_with_main(main_pid):
+    """In a worker: a daemon thread that ends this process as soon as the main process ``main_pid`` has ended (a
+    SIGKILL of ``fsr-prepare`` or ``fsr-benchmark --workers`` leaves no worker behind; the workers are children of the
+    pool's server, and each holds the pipe the server watches, so neither would notice alone). Linux: waits on a
+    pidfd; elsewhere polls each second.
+    """
+    import threading
+    import time
+
+    def watch():
+        try:
+            fd = os.pidfd_open(main_pid)
+        except (AttributeError, OSError):
+            fd = None
+        if fd is not None:
+            import select
+            poller = select.poll()
+            poller.register(fd, select.POLLIN)  # readable once the process has ended (a zombie included)
+            while not poller.poll():
+                pass
+        else:
+            while True:
+                try:
+                    os.kill(main_pid, 0)
+                except ProcessLookupError:
+                    break
+                except OSError:
+                    pass
+                time.sleep(1)
+        os._exit(1)
+
+    threading.Thread(target=watch, name='fsr-main-watch', daemon=True).start()

@@ -385,3 +385,34 @@ def test_grid_column_scores_a_planted_checkerboard_high_and_bicubic_zero(tmp_pat
     rows = [r for r in _read_csv(out / 'benchmark_per_face.csv') if r['method'] == 'tiny']
     assert float(means['tiny']['Grid']) == pytest.approx(np.median([float(r['Grid']) for r in rows]))
     assert 'Grid (median over faces' in (out / 'benchmark.md').read_text()
+
+
+def test_workers_give_the_same_scores_as_one_process(tmp_path, monkeypatch):
+    """--workers 2 computes ID and LMD (dlib) in two processes: every per-face score equals the one-process run's, and
+    the workers really did the dlib work (the main process computes no descriptor of its own)."""
+    rng = np.random.default_rng(1)
+    hr_dir = tmp_path / 'faces'
+    hr_dir.mkdir()
+    for i in range(4):
+        cv2.imwrite(str(hr_dir / f'face{i}.png'), synthetic_face(66, 66, rng)[0])
+    _, _, opt_path = _tiny_net(tmp_path)
+    rows = {}
+    for workers in (1, 2):
+        out = tmp_path / f'out{workers}'
+        if workers == 2:  # from here on, a descriptor computed in the main process fails the run
+            from fsr_metrics import face_metric
+
+            def no_descriptor(*args, **kwargs):
+                raise AssertionError('descriptor computed in the main process')
+
+            monkeypatch.setattr(face_metric.DlibFace, 'descriptor', no_descriptor)
+        benchmark.main([
+            '--data',
+            str(hr_dir), '--scale', '4', '--opt',
+            str(opt_path), '--out',
+            str(out), '--grid-faces', '0', '--device', 'cpu', '--workers',
+            str(workers)
+        ])
+        rows[workers] = _read_csv(out / 'benchmark_per_face.csv')
+    assert len(rows[1]) == 8 and {'ID', 'LMD'} <= set(rows[1][0])
+    assert rows[1] == rows[2]
