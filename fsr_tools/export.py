@@ -242,6 +242,21 @@ def _hr_size(args, opt, spec):
     return DEFAULT_HR_SIZE, f"default {DEFAULT_HR_SIZE[0]}x{DEFAULT_HR_SIZE[1]} (fsr-prepare's)"
 
 
+def fill_zero_parameters(net, std=0.02, seed=0):
+    """Give every parameter tensor that is all zero small random values (normal, ``std``), in place; returns their
+    names. With random weights an export check should see the whole network: AMINet's last conv starts at zero (its
+    untrained output is bicubic), which would leave everything before it unchecked."""
+    import torch
+    gen = torch.Generator().manual_seed(seed)
+    filled = []
+    with torch.no_grad():
+        for name, param in net.named_parameters():
+            if param.numel() and not torch.any(param != 0):
+                param.copy_(torch.randn(param.shape, generator=gen, dtype=torch.float32) * std)
+                filled.append(name)
+    return filled
+
+
 def load_network(args):
     """``(net in eval mode on the CPU, spec, options dict, weights description)``; every problem a UsageError."""
     import torch
@@ -255,8 +270,9 @@ def load_network(args):
         spec = network_spec(opt, args.net, args.scale)
         if args.random_init:
             torch.manual_seed(0)
-            net = build_network(spec)
-            return net.float().eval(), spec, opt, 'RANDOM (--random-init, seed 0): for testing the export path only'
+            net = build_network(spec).float()
+            fill_zero_parameters(net)  # e.g. AMINet's zero last conv: the check must see the whole network
+            return net.eval(), spec, opt, 'RANDOM (--random-init, seed 0): for testing the export path only'
         key = args.param_key or spec['param_key']
         state, used = read_checkpoint(args.weights, key)  # refuses NaN/Inf weights (check_finite_state_dict)
         net = build_network(spec)

@@ -57,9 +57,10 @@ def measure(name, scale, hr, opset, warmup, repeats, max_seconds, threads):
     import torch
     from basicsr.utils.registry import ARCH_REGISTRY
 
-    from fsr_tools.export import _exportable, compare, export_model, ort_session, size_rules
+    from fsr_tools.export import _exportable, compare, export_model, fill_zero_parameters, ort_session, size_rules
     torch.manual_seed(0)
     net = ARCH_REGISTRY.get(name)(**paper_kwargs(name, scale)).float().eval()
+    fill_zero_parameters(net)  # AMINet's last conv starts at zero: the check must see the whole network
     multiple = size_rules(net, name)[0]
     lr = tuple(max(multiple, -(-(v // scale) // multiple) * multiple) for v in hr)
     module = _exportable(net, False)

@@ -132,6 +132,12 @@ def test_upsample_icnr_and_bilinear():
         conv = up.body[1]
         ref = F.conv2d(F.interpolate(x, scale_factor=2, mode='bilinear', align_corners=False), conv.weight, padding=1)
         torch.testing.assert_close(up(x), ref)
+    for icnr in (True, False):  # the network passes icnr_init on to every decoder's Upsample
+        torch.manual_seed(0)
+        net = AMINet(upscale=4, num_feat=8, num_heads=[1, 1, 2, 2], num_bottleneck=1, icnr_init=icnr)
+        for up in net.ups:
+            w = up.body[0].weight
+            assert torch.equal(w[0::4], w[1::4]) == icnr and torch.equal(w[0::4], w[3::4]) == icnr
     with pytest.raises(ValueError, match='upsample'):
         AMINet(upscale=4, num_feat=8, upsample='nearest')
     with pytest.raises(ValueError, match='conv_last_init'):

@@ -170,8 +170,10 @@ def test_paper_configuration_tanet_x4(tmp_path, capsys):
     seconds = time.perf_counter() - t0
     assert status == 0, io.err
     assert 'LR 32x32' in io.out and 'RANDOM' in io.err
-    torch.manual_seed(0)  # --random-init is seed 0
+    from fsr_tools.export import fill_zero_parameters
+    torch.manual_seed(0)  # --random-init is seed 0, then all-zero parameters filled
     net = build('TANet', PAPER_CONFIGS['x4'])
+    fill_zero_parameters(net)
     x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         ref = net(x)
@@ -360,3 +362,21 @@ def test_help_imports_no_torch(tmp_path):
                           timeout=120)
     assert proc.returncode == 0 and proc.stdout.strip().endswith('ok'), proc.stderr[-2000:]
     assert '--random-init' in proc.stdout and '--dynamic' in proc.stdout
+
+
+def test_random_init_export_check_sees_the_whole_aminet():
+    """AMINet's last conv starts at zero (its untrained output is bicubic): --random-init fills all-zero parameters
+    with small random values, so that the ONNX check compares the whole network, not only the bicubic path."""
+    from basicsr.utils.matlab_functions import imresize
+
+    from fsr_arch.aminet_arch import AMINet
+    from fsr_tools.export import fill_zero_parameters
+    torch.manual_seed(0)
+    net = AMINet(upscale=4, num_feat=8, num_heads=[1, 1, 2, 2], num_bottleneck=1).eval()
+    x = torch.rand(1, 3, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(net(x), imresize(x[0], 4)[None], atol=1e-5)  # untrained: bicubic only
+        filled = fill_zero_parameters(net)
+        assert {'conv_last.weight', 'conv_last.bias'} <= set(filled)
+        assert (net(x) - imresize(x[0], 4)[None]).abs().mean() > 1e-3
+    assert fill_zero_parameters(net) == []  # nothing is all zero any more
