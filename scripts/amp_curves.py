@@ -112,6 +112,25 @@ def run(net, mode, steps, data, workdir):
     return logged_losses(workdir, name, key), seconds
 
 
+def plot_two_runs(ax, runs, window):
+    """Two loss curves on one axis (log scale): each iteration's loss faint, its ``window``-iteration trailing mean
+    bold (the first run solid, the second dashed). ``runs``: ``[(label, losses), (label, losses)]``."""
+    for (label, values), colour, style in zip(runs, ('tab:blue', 'tab:orange'), ('-', '--')):
+        its = np.arange(1, len(values) + 1)
+        ax.plot(its, values, color=colour, alpha=0.25, linewidth=0.8)
+        if len(values) >= window:
+            ax.plot(
+                its[window - 1:],
+                moving_average(values, window),
+                color=colour,
+                linewidth=1.8,
+                linestyle=style,
+                label=f'{label} ({window}-it. mean)')
+    ax.set_xlabel('iteration')
+    ax.set_yscale('log')
+    ax.grid(alpha=0.3)
+
+
 def plot(curves, results, window, out):
     import matplotlib
     matplotlib.use('Agg')
@@ -119,24 +138,11 @@ def plot(curves, results, window, out):
     fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 3.6))
     axes = np.atleast_1d(axes)
     for ax, (net, by_mode) in zip(axes, curves.items()):
-        for mode, colour in zip(MODES, ('tab:blue', 'tab:orange')):
-            values = by_mode[mode]
-            its = np.arange(1, len(values) + 1)
-            ax.plot(its, values, color=colour, alpha=0.25, linewidth=0.8)
-            ax.plot(
-                its[window - 1:],
-                moving_average(values, window),
-                color=colour,
-                linewidth=1.8,
-                linestyle='-' if mode == 'fp32' else '--',
-                label=f'{mode} ({window}-it. mean)')
+        plot_two_runs(ax, [(mode, by_mode[mode]) for mode in MODES], window)
         r = results[net]
         ax.set_title(
             f'{TITLES[net]}: max gap {100 * r["max_gap"]:.1f}%, last {r["tail"]} it. {100 * r["tail_gap"]:.1f}%',
             fontsize=9)
-        ax.set_xlabel('iteration')
-        ax.set_yscale('log')
-        ax.grid(alpha=0.3)
     axes[0].set_ylabel('training loss (l_pix; W-Net l_total)')
     axes[0].legend(fontsize=8)
     fig.suptitle(

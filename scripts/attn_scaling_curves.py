@@ -37,7 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-from amp_curves import logged_losses, moving_average  # noqa: E402
+from amp_curves import logged_losses, moving_average, plot_two_runs  # noqa: E402
 
 NETWORKS = ('aminet', 'wnet')
 TITLES = {'aminet': 'AMINet', 'wnet': 'W-Net'}
@@ -122,22 +122,8 @@ def plot(curves, window, out, note):
     fig, axes = plt.subplots(1, len(curves), figsize=(5.2 * len(curves), 3.8))
     axes = np.atleast_1d(axes)
     for ax, (net, by_scaling) in zip(axes, curves.items()):
-        for scaling, colour in zip(SCALINGS, ('tab:blue', 'tab:orange')):
-            values = by_scaling[scaling]['losses']
-            its = np.arange(1, len(values) + 1)
-            ax.plot(its, values, color=colour, alpha=0.25, linewidth=0.8)
-            if len(values) >= window:
-                ax.plot(
-                    its[window - 1:],
-                    moving_average(values, window),
-                    color=colour,
-                    linewidth=1.8,
-                    linestyle='-' if scaling == 'sqrt_d' else '--',
-                    label=f'{scaling} ({window}-it. mean)')
+        plot_two_runs(ax, [(scaling, by_scaling[scaling]['losses']) for scaling in SCALINGS], window)
         ax.set_title(f'{TITLES[net]} (paper width)', fontsize=10)
-        ax.set_xlabel('iteration')
-        ax.set_yscale('log')
-        ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     axes[0].set_ylabel('training loss (AMINet l_pix; W-Net l_total)')
     fig.suptitle(note, fontsize=9)
