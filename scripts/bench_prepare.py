@@ -51,10 +51,14 @@ mixed              5.19 -> 8.11 (31%), 5.17 -> 4.46 (56%),           0.163 / 0.1
 
 Where the 2-worker runs waited for a core 12% of the time (one other busy process), 2 workers gave 1.62x and 1.72x
 (FFHQ); at 31% 1.56x (mixed); where other jobs took about a core (waits 54-56%, as two busy processes of others would)
-0.84x to 1.26x. The >= 1.7x target was met once; it cannot be shown on this shared machine. CPU time per photo grows
-3-11% with two workers at once, so 2 free cores give about 1.8-1.95x: about 24
-CelebA-like, 4.4 FFHQ-like and 6 mixed photos per second per core (steady; start-up about 10-20 s here, models and
+0.84x to 1.26x. CPU time per photo grows 3-11% with two workers at once, so 2 free cores give about 1.8-1.95x: about
+24 CelebA-like, 4.4 FFHQ-like and 6 mixed photos per second per core (steady; start-up about 10-20 s here, models and
 imports, once per run).
+
+On a quiet machine (nothing else running, load average 1.1-1.6, later the same day), ``python scripts/bench_prepare.py
+--photos 300 50 120 --repeat 2``, median of the 2 runs: celeba 24.6 -> 42.2 photos/s (**1.72x**), ffhq 4.31 -> 7.44
+(**1.73x**), mixed 5.96 -> 10.69 (**1.79x**); the 2-worker runs waited for a core 12-14% of the time (the main process
+and the machine's own work); CPU-bound speed-ups 1.94x / 1.97x / 2.04x. The >= 1.7x target is met on all three sets.
 """
 import argparse
 import json

@@ -390,11 +390,7 @@ def test_grid_column_scores_a_planted_checkerboard_high_and_bicubic_zero(tmp_pat
 def test_workers_give_the_same_scores_as_one_process(tmp_path, monkeypatch):
     """--workers 2 computes ID and LMD (dlib) in two processes: every per-face score equals the one-process run's, and
     the workers really did the dlib work (the main process computes no descriptor of its own)."""
-    rng = np.random.default_rng(1)
-    hr_dir = tmp_path / 'faces'
-    hr_dir.mkdir()
-    for i in range(4):
-        cv2.imwrite(str(hr_dir / f'face{i}.png'), synthetic_face(66, 66, rng)[0])
+    hr_dir = _faces_folder(tmp_path, [(66, 66)] * 4)
     _, _, opt_path = _tiny_net(tmp_path)
     rows = {}
     for workers in (1, 2):
