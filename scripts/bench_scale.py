@@ -18,8 +18,8 @@ wall-clock figures drop when other processes compete for the cores, the CPU-seco
   and binary parsing maps, horizontal flip), 1, 2, 4 workers: samples/s and the workers' CPU seconds per sample.
 - gpu: what one GPU consumes when training the paper configurations (their option files: network and gt_size),
   estimated from FLOPs (torch's FlopCounterMode, as fsr-speed) at a stated GPU throughput and utilisation, training =
-  3x the forward FLOPs (W-Net with its memory saving: x1.58 more, scripts/bench_wnet.py --flops-ratio); and how many loader
-  cores that takes per GPU at the samples/s per core measured by ``loader`` (``--per-core``: LR/HR only;
+  3x the forward FLOPs (W-Net with its memory saving: x1.58 more, scripts/bench_wnet.py --flops-ratio); and how many
+  loader cores that takes per GPU at the samples/s per core measured by ``loader`` (``--per-core``: LR/HR only;
   ``--per-core-masks``: with the W-Net masks and binary maps).
 - lr: CPU ms per face of fsr-prepare's ``make_lr`` (BasicSR's imresize, one face at a time) and of the batched
   version in make_scale_set.py (same bytes).
