@@ -99,6 +99,17 @@ def _run(module, pipeline):
             raise
         print(error_line(exc), file=sys.stderr, flush=True)
         sys.exit(exit_status(exc))
+    finally:
+        _end_process_group()
+
+
+def _end_process_group():
+    """Under DDP, destroy the process group before the interpreter exits: left to the interpreter's teardown, gloo's
+    threads could abort a rank after a finished training (``terminate called without an active exception``, SIGABRT:
+    seen once in 4 runs of the 2-process test; torch warns about it too)."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def train():
