@@ -71,6 +71,25 @@ def synthetic_face(hr_h, hr_w, rng):
     return np.clip(img, 0, 255).round().astype(np.uint8), label
 
 
+def lmdb_items(lmdb_path, decode_keys=False):
+    """Every ``{key: value}`` of an LMDB as bytes (keys decoded to str with ``decode_keys``)."""
+    env = lmdb.open(str(lmdb_path), readonly=True, lock=False)
+    try:
+        with env.begin() as txn:
+            return {(k.decode() if decode_keys else bytes(k)): bytes(v) for k, v in txn.cursor()}
+    finally:
+        env.close()
+
+
+def load_script(name):
+    """The module of ``scripts/<name>.py`` (the scripts are not a package)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO_ROOT, 'scripts', f'{name}.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def write_lmdb(lmdb_path, images, compress_level=1):
     """Write ``{key: HxW or HxWxC uint8}`` as PNG bytes into a BasicSR-format LMDB (with meta_info.txt)."""
     total = sum(im.nbytes for im in images.values())

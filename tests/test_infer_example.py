@@ -1,22 +1,17 @@
 """scripts/make_infer_example.py: the small photos it restores (bicubic shrink, + JPEG, or a degradation level), the
 labels of its columns and its argument errors (the whole run needs trained checkpoints: README, after the demo)."""
 import cv2
-import importlib.util
 import numpy as np
 import os
 import pytest
-from helpers import REPO_ROOT, synthetic_face
+from helpers import load_script, synthetic_face
 
 from fsr_data import degradations as deg
 from fsr_data.prepare import make_lr
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location('make_infer_example',
-                                                  os.path.join(REPO_ROOT, 'scripts', 'make_infer_example.py'))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script('make_infer_example')
 
 
 def test_small_photos():

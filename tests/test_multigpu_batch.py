@@ -112,23 +112,18 @@ def data(tmp_path_factory):
     return make_face_dataset(tmp_path_factory.mktemp('data'), num=12, hr_size=(32, 32), scales=(4, ))
 
 
-@pytest.mark.slow
-def test_two_process_ddp_total_batch_and_lr_halvings(tmp_path, data):
-    """2 gloo processes on the CPU: total batch 4 (2 per process), an epoch of 12 faces is 3 steps, the lr halves after
-    2 and 4 epochs (iterations 6 and 12) and training stops after 5 epochs (15 iterations) - as on one process."""
+def _epoch_schedule_run(tmp_path, data, name, total_batch, world, port, env=None):
+    """A tiny TANet file with total batch ``total_batch``, 5 epochs and lr halvings after epochs 2 and 4, trained by
+    ``world`` gloo processes; returns (the options file, launcher output + training log)."""
     from fsr_arch.tanet_arch import TINY_CONFIG
     opt = tiny_train_opt(
-        'tiny_ddp_epochs', {
+        name, {
             'type': 'TANet',
             **TINY_CONFIG, 'upscale': 4
-        },
-        data,
-        4,
-        lr=2e-3,
-        dataset_extra={'gt_size': 32})
+        }, data, 4, lr=2e-3, dataset_extra={'gt_size': 32})
     train = opt['datasets']['train']
     del train['batch_size_per_gpu']
-    train['total_batch_size'] = 4
+    train['total_batch_size'] = total_batch
     del opt['train']['total_iter']
     opt['train']['total_epochs'] = 5
     opt['train']['scheduler'] = {'type': 'MultiStepLR', 'milestones_epochs': [2, 4], 'gamma': 0.5}
@@ -136,11 +131,18 @@ def test_two_process_ddp_total_batch_and_lr_halvings(tmp_path, data):
     opt['logger']['save_checkpoint_freq_epochs'] = 5
     path = write_opt(opt, tmp_path / 'ddp.yml')
     cmd = [
-        sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2', '--master_port=29623',
+        sys.executable, '-m', 'torch.distributed.run', f'--nproc_per_node={world}', f'--master_port={port}',
         console_script('fsr-train'), '-opt', path, '--launcher', 'pytorch'
     ]
-    out = run_command(cmd, tmp_path).stdout
-    out += open(max((tmp_path / 'experiments' / 'tiny_ddp_epochs').glob('train_*.log'))).read()
+    out = run_command(cmd, tmp_path, env=env).stdout
+    return path, out + open(max((tmp_path / 'experiments' / name).glob('train_*.log'))).read()
+
+
+@pytest.mark.slow
+def test_two_process_ddp_total_batch_and_lr_halvings(tmp_path, data):
+    """2 gloo processes on the CPU: total batch 4 (2 per process), an epoch of 12 faces is 3 steps, the lr halves after
+    2 and 4 epochs (iterations 6 and 12) and training stops after 5 epochs (15 iterations) - as on one process."""
+    path, out = _epoch_schedule_run(tmp_path, data, 'tiny_ddp_epochs', 4, 2, 29623)
     assert re.search(r'Batch size per gpu: 2\b', out) and re.search(r'World size \(gpu number\): 2\b', out)
     assert re.search(r'Epoch schedule: 12 training faces .* 3 iterations per epoch', out)
     expected = {i: 2e-3 * 0.5**((i > 6) + (i > 12)) for i in range(1, 16)}
@@ -162,31 +164,8 @@ def test_three_and_four_process_ddp_total_batch_and_lr_halvings(tmp_path, data, 
     """Issue 25 part 4: any world size. Total batch 12 over `world` gloo processes (12 / world each), an epoch of 12
     faces is one step, the lr halves after 2 and 4 epochs and training stops after 5 epochs: the same iterations as on
     one process with batch 12."""
-    from fsr_arch.tanet_arch import TINY_CONFIG
-    opt = tiny_train_opt(
-        f'tiny_ddp{world}', {
-            'type': 'TANet',
-            **TINY_CONFIG, 'upscale': 4
-        },
-        data,
-        4,
-        lr=2e-3,
-        dataset_extra={'gt_size': 32})
-    train = opt['datasets']['train']
-    del train['batch_size_per_gpu']
-    train['total_batch_size'] = 12
-    del opt['train']['total_iter']
-    opt['train']['total_epochs'] = 5
-    opt['train']['scheduler'] = {'type': 'MultiStepLR', 'milestones_epochs': [2, 4], 'gamma': 0.5}
-    opt['logger']['save_checkpoint_freq'] = None
-    opt['logger']['save_checkpoint_freq_epochs'] = 5
-    path = write_opt(opt, tmp_path / 'ddp.yml')
-    cmd = [
-        sys.executable, '-m', 'torch.distributed.run', f'--nproc_per_node={world}', f'--master_port={29623 + world}',
-        console_script('fsr-train'), '-opt', path, '--launcher', 'pytorch'
-    ]
-    out = run_command(cmd, tmp_path, env=subprocess_env(OMP_NUM_THREADS='1')).stdout
-    out += open(max((tmp_path / 'experiments' / f'tiny_ddp{world}').glob('train_*.log'))).read()
+    _, out = _epoch_schedule_run(
+        tmp_path, data, f'tiny_ddp{world}', 12, world, 29623 + world, env=subprocess_env(OMP_NUM_THREADS='1'))
     assert re.search(rf'Batch size per gpu: {12 // world}\b', out)
     assert re.search(rf'World size \(gpu number\): {world}\b', out)
     assert re.search(r'Epoch schedule: 12 training faces .* 1 iterations per epoch', out)

@@ -1,24 +1,15 @@
 """fsr-prepare: split rules, interruption/resume, skip report, LR kernels, and the dataset reading the result."""
 import cv2
 import json
-import lmdb
 import numpy as np
 import os
 import pytest
 import skimage.data
 from basicsr.utils.matlab_functions import imresize
-from helpers import Interrupt, fault_at, smooth_photos
+from helpers import Interrupt, fault_at, lmdb_items, smooth_photos
 
 from fsr_data.face_dataset import FSRFaceDataset
 from fsr_data.prepare import make_keys, prepare, read_split_file, select_split
-
-
-def _lmdb_items(path):
-    env = lmdb.open(path, readonly=True, lock=False)
-    with env.begin() as txn:
-        items = dict(txn.cursor())
-    env.close()
-    return items
 
 
 def _meta_keys(path):
@@ -72,7 +63,7 @@ def test_interrupted_run_resumes_without_duplicates(tmp_path, point, count):
     assert not os.path.isfile(os.path.join(out, 'manifest.jsonl'))  # nothing looks finished
     if point == 'after_commit':
         # the interruption left LMDB entries without manifest lines, and a manifest line cut in the middle
-        assert len(_lmdb_items(os.path.join(out, '.staging', 'hr.lmdb'))) == 6
+        assert len(lmdb_items(os.path.join(out, '.staging', 'hr.lmdb'))) == 6
         with open(os.path.join(out, '.staging', 'manifest.partial.jsonl'), 'a') as f:
             f.write('{"key": "img05", "sour')
     summary = prepare([src, '-o', out] + ARGS)
@@ -81,7 +72,7 @@ def test_interrupted_run_resumes_without_duplicates(tmp_path, point, count):
     for name in ('hr', 'lr_x4', 'lr_x8'):
         keys = _meta_keys(os.path.join(out, f'{name}.lmdb'))
         assert keys == sorted(set(keys)) and len(keys) == 10
-        assert _lmdb_items(os.path.join(out, f'{name}.lmdb')) == _lmdb_items(os.path.join(ref, f'{name}.lmdb'))
+        assert lmdb_items(os.path.join(out, f'{name}.lmdb')) == lmdb_items(os.path.join(ref, f'{name}.lmdb'))
     manifest = [json.loads(ln) for ln in open(os.path.join(out, 'manifest.jsonl'))]
     assert sorted(e['key'] for e in manifest) == [f'img{i:02d}' for i in range(10)]
     assert prepare([src, '-o', out] + ARGS)['status'] == 'complete'
@@ -141,8 +132,8 @@ def test_lr_kernels_and_non_square(tmp_path):
     src = smooth_photos(str(tmp_path / 'photos'), n=2, size=(96, 80))
     out = str(tmp_path / 'out')
     prepare([src, '-o', out, '--aligned', '--hr-size', '48x40', '--scales', '4', '8', '--parsing', 'none', '--quiet'])
-    hr = cv2.imdecode(np.frombuffer(_lmdb_items(f'{out}/hr.lmdb')[b'img00'], np.uint8), cv2.IMREAD_COLOR)
-    lr = cv2.imdecode(np.frombuffer(_lmdb_items(f'{out}/lr_x8.lmdb')[b'img00'], np.uint8), cv2.IMREAD_COLOR)
+    hr = cv2.imdecode(np.frombuffer(lmdb_items(f'{out}/hr.lmdb')[b'img00'], np.uint8), cv2.IMREAD_COLOR)
+    lr = cv2.imdecode(np.frombuffer(lmdb_items(f'{out}/lr_x8.lmdb')[b'img00'], np.uint8), cv2.IMREAD_COLOR)
     assert hr.shape == (48, 40, 3) and lr.shape == (6, 5, 3)
     expected = np.clip(np.round(imresize(hr.astype(np.float32) / 255., 1 / 8) * 255), 0, 255).astype(np.uint8)
     assert np.array_equal(lr, expected)
@@ -151,8 +142,8 @@ def test_lr_kernels_and_non_square(tmp_path):
         src, '-o', out2, '--aligned', '--hr-size', '48x40', '--scales', '4', '--parsing', 'none', '--lr-kernel',
         'pil-bicubic', '--quiet'
     ])
-    lr_pil = cv2.imdecode(np.frombuffer(_lmdb_items(f'{out2}/lr_x4.lmdb')[b'img00'], np.uint8), cv2.IMREAD_COLOR)
-    lr_mat = cv2.imdecode(np.frombuffer(_lmdb_items(f'{out}/lr_x4.lmdb')[b'img00'], np.uint8), cv2.IMREAD_COLOR)
+    lr_pil = cv2.imdecode(np.frombuffer(lmdb_items(f'{out2}/lr_x4.lmdb')[b'img00'], np.uint8), cv2.IMREAD_COLOR)
+    lr_mat = cv2.imdecode(np.frombuffer(lmdb_items(f'{out}/lr_x4.lmdb')[b'img00'], np.uint8), cv2.IMREAD_COLOR)
     assert lr_pil.shape == lr_mat.shape == (12, 10, 3)
     assert 0 < np.abs(lr_pil.astype(int) - lr_mat).mean() < 10
     with pytest.raises(FileExistsError, match='overwrite'):

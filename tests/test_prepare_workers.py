@@ -3,7 +3,6 @@ in photo order, so N = 2 gives the same bytes as N = 1; a killed or interrupted 
 twice and every skipped photo listed once; a worker that dies or cannot load its models is one error line."""
 import cv2
 import json
-import lmdb
 import numpy as np
 import os
 import pytest
@@ -11,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from helpers import REPO_ROOT, fault_at, subprocess_env, torch_threads
+from helpers import REPO_ROOT, fault_at, lmdb_items, subprocess_env, torch_threads
 from test_recipes import _photo
 
 from fsr_data import prepare as prep
@@ -55,14 +54,6 @@ def _files(out):
     return res
 
 
-def _items(lmdb_path):
-    env = lmdb.open(lmdb_path, readonly=True, lock=False)
-    with env.begin() as txn:
-        items = dict(txn.cursor())
-    env.close()
-    return items
-
-
 def _same_dataset(out, ref):
     """The same faces (manifest, meta_info, skip report byte for byte; every LMDB key and value), whatever the
     transactions that wrote them (a resumed run's data.mdb pages differ from a straight run's)."""
@@ -71,7 +62,7 @@ def _same_dataset(out, ref):
     for p in b:
         if p.endswith('data.mdb'):
             folder = os.path.dirname(p)
-            assert _items(os.path.join(out, folder)) == _items(os.path.join(ref, folder)), folder
+            assert lmdb_items(os.path.join(out, folder)) == lmdb_items(os.path.join(ref, folder)), folder
         else:
             assert a[p] == b[p], p
 

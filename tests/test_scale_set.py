@@ -6,9 +6,8 @@ faces), the FSRFaceDataset readers and the 5-point alignment template (the manif
 """
 import cv2
 import hashlib
-import importlib.util
+import helpers
 import json
-import lmdb
 import numpy as np
 import os
 import pytest
@@ -20,19 +19,11 @@ N, HR, SCALES = 260, 64, (4, 8)
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location('make_scale_set', SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return helpers.load_script('make_scale_set')
 
 
 def lmdb_items(path):
-    env = lmdb.open(str(path), readonly=True, lock=False)
-    try:
-        with env.begin() as txn:
-            return {k.decode(): bytes(v) for k, v in txn.cursor()}
-    finally:
-        env.close()
+    return helpers.lmdb_items(path, decode_keys=True)
 
 
 def decode(buf, flag=cv2.IMREAD_UNCHANGED):
@@ -212,10 +203,7 @@ BENCH = os.path.join(REPO_ROOT, 'scripts', 'bench_scale.py')
 
 
 def load_bench():
-    spec = importlib.util.spec_from_file_location('bench_scale', BENCH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return helpers.load_script('bench_scale')
 
 
 def test_bench_val_log_parser(tmp_path):

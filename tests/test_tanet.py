@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 import warnings
-from helpers import loss_fell, make_face_dataset, read_losses, run_fsr_train, tiny_train_opt
+from helpers import load_script, loss_fell, make_face_dataset, read_losses, run_fsr_train, tiny_train_opt
 
 from fsr_arch.tanet_arch import PAPER_CONFIGS, TINY_CONFIG, TANet
 
@@ -180,13 +180,7 @@ def test_img_residual_option_starts_from_bicubic():
 
 
 def _padding_script():
-    import importlib.util
-    path = os.path.join(
-        os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'scripts', 'measure_tanet_padding.py')
-    spec = importlib.util.spec_from_file_location('measure_tanet_padding', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script('measure_tanet_padding')
 
 
 def test_padding_measurement_changes_only_the_padded_rows(tmp_path, capsys):
