@@ -598,7 +598,7 @@ class MetricSuite:
 
     def prefetch_hr(self, faces):
         """The HR side of ID/LMD for every ``(name, hr)`` at once, in the worker processes (if any)."""
-        if self.pool is None or self.dlib is None:
+        if self.pool is None:  # (a pool exists only when ID/LMD are computed)
             return
         todo = [(name, hr) for name, hr in faces if hr is not None and name not in self._hr_cache]
         for (name, _), result in zip(todo, self.pool.map(_hr_side_job, [hr for _, hr in todo], chunksize=8)):
@@ -1165,23 +1165,23 @@ def execute(args, plan):
     write_manifest(args.out, {**(plan['owned'] or {}), **{rel: None for rel in plan['planned']}}, args.argv)
     per_face = {name: {} for name, _, _ in faces}
     outputs = {m: {} for m in methods}
-    bicubic_out = {}  # the grid score compares each output's added detail with bicubic's (methods[0])
     suite.start_workers()
     try:
         suite.prefetch_hr([(name, hr) for name, hr, _ in faces])
-        score_methods(args, plan, suite, per_face, outputs, bicubic_out)
+        score_methods(args, plan, suite, per_face, outputs)
         suite.finish()
     finally:
         suite.close()
     return summarise(args, plan, suite, per_face, outputs)
 
 
-def score_methods(args, plan, suite, per_face, outputs, bicubic_out):
+def score_methods(args, plan, suite, per_face, outputs):
     """Run bicubic and each network on every face and score the outputs (ID/LMD deferred with ``--workers``)."""
     from tqdm import tqdm
 
     from fsr_utils.safety import atomic_imwrite
     faces, methods, device, grid_names = (plan[k] for k in ('faces', 'methods', 'device', 'grid_names'))
+    bicubic_out = {}  # the grid score compares each output's added detail with bicubic's (methods[0])
     for method, spec in zip(methods, [None] + plan['specs']):
         net = build_network(spec, device) if spec else None
         for name, hr, lr in tqdm(faces, desc=method, unit='face', file=sys.stdout):
