@@ -20,7 +20,13 @@ WORK=$(realpath -m "$WORK")
 case "$WORK/" in
   "$REPO"/*) echo "error: WORK ($WORK) is inside the repository; give a folder outside it" >&2; exit 2 ;;
 esac
+# WORK is this script's: a folder it made before (its marker file) or a new or empty one; anything else is refused,
+# so that nothing of the user's is replaced (the options link, datasets/ links, data/, experiments/).
+if [ -e "$WORK" ] && [ ! -e "$WORK/.fsr_dry_run" ] && [ -n "$(ls -A "$WORK" 2>/dev/null || echo x)" ]; then
+  echo "error: WORK ($WORK) exists and was not made by this script; give a new or empty folder" >&2; exit 2
+fi
 mkdir -p "$WORK"
+touch "$WORK/.fsr_dry_run"
 cd "$WORK"
 ln -sfn "$REPO/options" options
 mkdir -p datasets

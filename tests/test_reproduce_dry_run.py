@@ -22,3 +22,13 @@ def test_work_folder_inside_the_repository_is_refused(tmp_path):
     proc = run('laat', inside)
     assert proc.returncode == 2 and 'inside the repository' in proc.stderr, proc.stderr
     assert not os.path.exists(inside)
+
+
+def test_a_folder_the_script_did_not_make_is_refused(tmp_path):
+    """An existing, non-empty WORK without the script's marker (a user's folder) is refused and left as it was."""
+    work = tmp_path / 'mine'
+    work.mkdir()
+    (work / 'options').write_text('my file')
+    proc = run('laat', str(work))
+    assert proc.returncode == 2 and 'not made by this script' in proc.stderr, proc.stderr
+    assert sorted(p.name for p in work.iterdir()) == ['options'] and (work / 'options').read_text() == 'my file'
